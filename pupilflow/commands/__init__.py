@@ -1,0 +1,1 @@
+"""One module per `pupilflow` sub-command; each exposes `register(subparsers)`."""

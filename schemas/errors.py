@@ -1,0 +1,18 @@
+"""The one exception tree of pupilflow. A violation is a value, never an exception: these mean bad input,
+bad configuration, or an outage."""
+
+
+class PupilflowError(Exception):
+    """Base of every error pupilflow raises on purpose."""
+
+
+class ConfigurationError(PupilflowError):
+    """Settings or policy data are invalid; the message names the file or variable and the field."""
+
+
+class PrerequisiteMissing(PupilflowError):
+    """Something the local stack needs is not on this machine (Java, Maven, a free port, ...)."""
+
+
+class ServiceUnavailable(PupilflowError):
+    """Kafka or ClickHouse did not answer in time."""

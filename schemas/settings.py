@@ -1,0 +1,81 @@
+"""The one `Settings` object a pupilflow process reads at start-up and passes down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Topics(BaseSettings):
+    """Kafka topic names and partition counts; flows and facts are keyed by subject and co-partitioned."""
+
+    model_config = SettingsConfigDict(env_prefix="PUPILFLOW_TOPIC_", extra="forbid")
+
+    flows: str = "pupilflow.flows"
+    facts: str = "pupilflow.facts"
+    decisions: str = "pupilflow.decisions"
+    violations: str = "pupilflow.violations"
+    dlq: str = "pupilflow.dlq"
+    partitions: int = Field(default=4, ge=1)
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, read once from `PUPILFLOW_*` environment variables (or a `.env` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PUPILFLOW_", env_file=".env", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(default=Path(".pupilflow"), description="Data, logs and pids of the local stack.")
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092",
+        description="Kafka bootstrap servers. Anything but the local default skips starting a local broker.",
+    )
+    kafka_controller_port: int = 9093
+    kafka_version: str = "4.1.1"
+    clickhouse_dsn: str = Field(
+        default="http://default:@127.0.0.1:8123/pupilflow",
+        description="`http(s)://user:pass@host:port/database` for a server, `chdb:///dir` for embedded.",
+    )
+    clickhouse_tcp_port: int = 9000
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9094
+    worker_web_port: int = Field(default=6066, description="The stream worker's HTTP port (/metrics).")
+    sink_metrics_port: int = Field(default=6067, description="The ClickHouse sink's /metrics port.")
+    policy_dir: Path = Field(default=Path("policy"), description="The Trust's policy register (YAML).")
+    consumer_group: str = "pupilflow-worker"
+    sink_group: str = "pupilflow-sink"
+    sink_batch_max_rows: int = Field(default=10_000, ge=1)
+    sink_batch_max_seconds: float = Field(default=1.0, gt=0)
+    topics: Topics = Field(default_factory=Topics)
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _dsn_scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "chdb://")):
+            raise ValueError("clickhouse_dsn must start with http://, https:// or chdb://")
+        return value
+
+    @property
+    def kafka_is_local_default(self) -> bool:
+        """True when the broker is the one `pupilflow stack up` runs on loopback."""
+        return self.kafka_bootstrap.split(",")[0].split(":")[0] in {"127.0.0.1", "localhost"}
+
+    @property
+    def kafka_port(self) -> int:
+        """Port of the first bootstrap server."""
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def clickhouse_is_local_default(self) -> bool:
+        """True when ClickHouse is a loopback HTTP server that `pupilflow stack up` should run."""
+        url = urlsplit(self.clickhouse_dsn)
+        return url.scheme == "http" and url.hostname in {"127.0.0.1", "localhost"}
+
+    @property
+    def clickhouse_http_port(self) -> int:
+        """HTTP port of the ClickHouse server named by the DSN (8123 when the DSN names none)."""
+        return urlsplit(self.clickhouse_dsn).port or 8123

@@ -1,0 +1,1 @@
+"""The stream processor: faust wiring around the pure policy evaluator and per-subject state."""
