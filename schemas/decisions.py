@@ -10,6 +10,8 @@ from pydantic import Field
 from schemas.events import Identifier, Model, UtcDatetime
 
 Verdict = Literal["allowed", "violation"]
+Stage = Literal["validate", "evaluate", "sink"]
+"""Where in the pipeline a message was found unusable."""
 
 
 class Decision(Model):
@@ -44,4 +46,4 @@ class DeadLetter(Model):
     raw: str = Field(description="The message value as received (UTF-8, undecodable bytes escaped).")
     error: str
     received_at: datetime
-    stage: Literal["validate", "evaluate", "sink"] = "validate"
+    stage: Stage = "validate"
