@@ -1,0 +1,1 @@
+"""SQL migrations of the audit store, applied by `pupilflow migrate`."""
