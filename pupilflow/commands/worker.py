@@ -1,0 +1,30 @@
+"""`pupilflow worker`: run the stream processor (faust) that decides on every flow."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import faust
+
+from schemas.settings import Settings
+from streams.app import build_app
+from streams.metrics import WorkerMetrics
+from streams.placeholder import placeholder_decision
+
+
+def register(subparsers: Any) -> None:
+    """Add the `worker` sub-command."""
+    parser = subparsers.add_parser("worker", help="run the stream worker (serves /metrics)")
+    parser.add_argument("--loglevel", default="info")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Build the app and run a faust worker until it is stopped (SIGTERM/SIGINT)."""
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = build_app(settings, placeholder_decision, WorkerMetrics())
+    worker = faust.Worker(app, loglevel=args.loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
