@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 
+from pupilflow import children
+from pupilflow.children import Child
 from pupilflow.topics import ensure_topics
+from schemas.errors import ServiceUnavailable
 from schemas.settings import Settings, Topics
 from sinks.clickhouse import connect, split_dsn
 from sinks.migrate import migrate
@@ -91,27 +90,6 @@ def settings(base_settings: Settings, run_id: str, tmp_path_factory: pytest.Temp
     )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a `pupilflow` subprocess read exactly these settings."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "PUPILFLOW_HOME": str(settings.home),
-            "PUPILFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "PUPILFLOW_CLICKHOUSE_DSN": settings.clickhouse_dsn,
-            "PUPILFLOW_CONSUMER_GROUP": settings.consumer_group,
-            "PUPILFLOW_SINK_GROUP": settings.sink_group,
-            "PUPILFLOW_WORKER_WEB_PORT": str(settings.worker_web_port),
-            "PUPILFLOW_SINK_METRICS_PORT": str(settings.sink_metrics_port),
-            "PUPILFLOW_SINK_BATCH_MAX_SECONDS": str(settings.sink_batch_max_seconds),
-            "PUPILFLOW_POLICY_DIR": str(Path(settings.policy_dir).resolve()),
-        }
-    )
-    for name, value in settings.topics.model_dump().items():
-        env[f"PUPILFLOW_TOPIC_{name.upper()}"] = str(value)
-    return env
-
-
 @pytest.fixture(scope="session")
 def kafka(settings: Settings) -> Settings:
     """A reachable Kafka broker with this session's topics created."""
@@ -139,64 +117,24 @@ def clickhouse(settings: Settings) -> Iterator[Any]:
     client.command(f"DROP DATABASE IF EXISTS {client.database}")
 
 
-class Process:
-    """A `pupilflow` sub-command running as a child process, its output in a log file."""
-
-    def __init__(self, args: list[str], settings: Settings, log: Path) -> None:
-        self.args, self.log = args, log
-        self._env = settings_env(settings)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Process:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pupilflow.cli", *self.args], stdout=out, stderr=subprocess.STDOUT, env=self._env
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig: int = 15, timeout: float = 30) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def http_get(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return None
-
-
 @pytest.fixture(scope="session")
-def worker(kafka: Settings) -> Iterator[Process]:
-    """The stream worker, ready when its /healthz answers and it has joined the group."""
-    proc = Process(["worker", "--loglevel", "info"], kafka, kafka.home / "worker.log").start()
-    url = f"http://127.0.0.1:{kafka.worker_web_port}/healthz"
-    wait_until(lambda: http_get(url) or not proc.alive(), timeout=90, what="the worker's /healthz")
-    assert proc.alive(), proc.output()[-4000:]
+def worker(kafka: Settings) -> Iterator[Child]:
+    """The stream worker, ready when its /healthz answers."""
+    try:
+        proc = children.worker(kafka, kafka.home / "worker.log").start()
+    except ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
     yield proc
     proc.stop()
 
 
 @pytest.fixture(scope="session")
-def sink(kafka: Settings, clickhouse: Any) -> Iterator[Process]:
+def sink(kafka: Settings, clickhouse: Any) -> Iterator[Child]:
     """The ClickHouse sink, ready when its /metrics answers."""
-    proc = Process(["sink"], kafka, kafka.home / "sink.log").start()
-    url = f"http://127.0.0.1:{kafka.sink_metrics_port}/metrics"
-    wait_until(lambda: http_get(url) or not proc.alive(), timeout=60, what="the sink's /metrics")
-    assert proc.alive(), proc.output()[-4000:]
+    try:
+        proc = children.sink(kafka, kafka.home / "sink.log").start()
+    except ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
     yield proc
     proc.stop()
 

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from producers.emitter import Emitter
+from pupilflow.children import Child, http_get
 from schemas.events import DataFlow, Source, Subject
 from schemas.settings import Settings
 
-from .conftest import Process, http_get, metric_value, read_topic, wait_until
+from .conftest import metric_value, read_topic, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -49,7 +50,7 @@ def rows_for(clickhouse: Any, event_id: str) -> int:
 
 
 def test_a_flow_is_decided_and_lands_in_clickhouse_exactly_once(
-    kafka: Settings, worker: Process, sink: Process, clickhouse: Any
+    kafka: Settings, worker: Child, sink: Child, clickhouse: Any
 ) -> None:
     before = decided(kafka)
     flow = a_flow(1)
@@ -59,7 +60,8 @@ def test_a_flow_is_decided_and_lands_in_clickhouse_exactly_once(
     wait_until(lambda: rows_for(clickhouse, flow.event_id), what="the decision row in ClickHouse")
     wait_until(lambda: decided(kafka) >= before + 1, timeout=10, what="the decision counter")
     row = clickhouse.query(
-        "SELECT verdict, recipient, subject_ids, source_connector, payload FROM decisions WHERE flow_event_id = {e:String}",
+        "SELECT verdict, recipient, subject_ids, source_connector, payload FROM decisions"
+        " WHERE flow_event_id = {e:String}",
         parameters={"e": flow.event_id},
     ).result_rows
     assert len(row) == 1
@@ -72,7 +74,7 @@ def test_a_flow_is_decided_and_lands_in_clickhouse_exactly_once(
     assert metric_value(text, "pupilflow_decision_latency_seconds_count") >= 1
 
 
-def test_a_redelivered_flow_is_still_one_row(kafka: Settings, worker: Process, sink: Process, clickhouse: Any) -> None:
+def test_a_redelivered_flow_is_still_one_row(kafka: Settings, worker: Child, sink: Child, clickhouse: Any) -> None:
     flow = a_flow(2)
     with Emitter(kafka.kafka_bootstrap, kafka.topics) as emitter:
         emitter.emit(flow)
@@ -90,7 +92,7 @@ def test_a_redelivered_flow_is_still_one_row(kafka: Settings, worker: Process, s
 
 
 def test_malformed_messages_go_to_the_dlq_with_a_reason_and_the_worker_keeps_going(
-    kafka: Settings, worker: Process, sink: Process, clickhouse: Any
+    kafka: Settings, worker: Child, sink: Child, clickhouse: Any
 ) -> None:
     bad_json = b'{"event_id": "oops", '
     bad_field = a_flow(3).model_dump(mode="json")
