@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,6 +23,10 @@ class Topics(BaseSettings):
     partitions: int = Field(default=4, ge=1)
 
 
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pupilflow"
+
+
 class Settings(BaseSettings):
     """Runtime configuration, read once from `PUPILFLOW_*` environment variables (or a `.env` file)."""
 
@@ -36,6 +41,10 @@ class Settings(BaseSettings):
     )
     kafka_controller_port: int = 9093
     kafka_version: str = "4.1.1"
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Downloads every home shares (the Kafka broker jars), so a new home skips Maven.",
+    )
     clickhouse_dsn: str = Field(
         default="http://default:@127.0.0.1:8123/pupilflow",
         description="`http(s)://user:pass@host:port/database` for a server, `chdb:///dir` for embedded.",
@@ -45,6 +54,9 @@ class Settings(BaseSettings):
     alertmanager_port: int = 9094
     worker_web_port: int = Field(default=6066, description="The stream worker's HTTP port (/metrics).")
     sink_metrics_port: int = Field(default=6067, description="The ClickHouse sink's /metrics port.")
+    alert_webhook_url: str = Field(
+        default="", description="Where the local Alertmanager posts alerts (the DPO notifier); '' = nowhere."
+    )
     policy_dir: Path = Field(default=Path("policy"), description="The Trust's policy register (YAML).")
     consumer_group: str = "pupilflow-worker"
     sink_group: str = "pupilflow-sink"
