@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
@@ -10,6 +12,47 @@ from pydantic import Field
 from schemas.events import Identifier, Model, UtcDatetime
 
 Verdict = Literal["allowed", "violation"]
+
+
+class ReasonCode(StrEnum):
+    """The fixed reason codes of RULES.md §1, declared most specific first (the order reasons are reported)."""
+
+    UNKNOWN_RECIPIENT = "UNKNOWN_RECIPIENT"
+    SALE_OF_DATA = "SALE_OF_DATA"
+    MARKETING_WITHOUT_CONSENT = "MARKETING_WITHOUT_CONSENT"
+    PHOTO_WITHOUT_PERMISSION = "PHOTO_WITHOUT_PERMISSION"
+    LAW_ENFORCEMENT_REQUEST_WITHOUT_BASIS = "LAW_ENFORCEMENT_REQUEST_WITHOUT_BASIS"
+    COURT_ORDER_RESTRICTION = "COURT_ORDER_RESTRICTION"
+    REQUESTER_NOT_ENTITLED = "REQUESTER_NOT_ENTITLED"
+    HARMFUL_DISCLOSURE = "HARMFUL_DISCLOSURE"
+    OBJECTION_NOT_HONOURED = "OBJECTION_NOT_HONOURED"
+    CONSENT_WITHDRAWN = "CONSENT_WITHDRAWN"
+    CONSENT_GIVER_NOT_AUTHORISED = "CONSENT_GIVER_NOT_AUTHORISED"
+    NO_CONSENT = "NO_CONSENT"
+    NO_LAWFUL_BASIS = "NO_LAWFUL_BASIS"
+    CATEGORY_NOT_PERMITTED_FOR_RECIPIENT = "CATEGORY_NOT_PERMITTED_FOR_RECIPIENT"
+    SPECIAL_CATEGORY_WITHOUT_CONDITION = "SPECIAL_CATEGORY_WITHOUT_CONDITION"
+    CRIMINAL_DATA_WITHOUT_CONDITION = "CRIMINAL_DATA_WITHOUT_CONDITION"
+    NO_SHARING_AGREEMENT = "NO_SHARING_AGREEMENT"
+    AGREEMENT_EXPIRED = "AGREEMENT_EXPIRED"
+    INTERNATIONAL_TRANSFER_WITHOUT_SAFEGUARD = "INTERNATIONAL_TRANSFER_WITHOUT_SAFEGUARD"
+    RETENTION_EXCEEDED = "RETENTION_EXCEEDED"
+    INSECURE_CHANNEL = "INSECURE_CHANNEL"
+
+
+REASON_ORDER: dict[str, int] = {code.value: rank for rank, code in enumerate(ReasonCode)}
+"""Rank of each reason code in a report: lower comes first."""
+
+
+class SubjectVerdict(Model):
+    """The verdict for one data subject in a flow: one row of "who has this child's data been shared with"."""
+
+    subject_id: Identifier
+    subject_kind: Literal["pupil", "parent"] = "pupil"
+    verdict: Verdict
+    reasons: list[str] = Field(default_factory=list)
+
+
 Stage = Literal["validate", "evaluate", "sink"]
 """Where in the pipeline a message was found unusable."""
 
@@ -34,6 +77,24 @@ class Decision(Model):
     policy_digest: str
     notice_version: str
     supersedes: str | None = None
+    rule_ids: list[str] = Field(default_factory=list, description="RULES.md sections applied, e.g. `5.consent`.")
+    facts_relied_on: list[str] = Field(
+        default_factory=list, description="Consent, agreement, order and assessment ids the verdict rests on."
+    )
+    disclosures: list[SubjectVerdict] = Field(default_factory=list, description="One row per subject.")
+    revision: int = Field(default=0, ge=0, description="0 for the first decision on a flow, +1 per supersession.")
+
+
+DECISION_NAMESPACE = uuid.UUID("0b6f4bde-3f3e-5d61-9a1f-2f1d7c0e5a10")
+"""uuid5 namespace of decision ids."""
+
+
+def decision_id_for(
+    flow_event_id: str, policy_digest: str, reasons: list[str], facts: list[str], supersedes: str | None
+) -> str:
+    """A deterministic decision id: the same flow judged on the same facts under the same policy, same id."""
+    material = "|".join([flow_event_id, policy_digest, ",".join(reasons), ",".join(facts), supersedes or ""])
+    return str(uuid.uuid5(DECISION_NAMESPACE, material))
 
 
 class DeadLetter(Model):

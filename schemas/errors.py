@@ -10,9 +10,9 @@ class ConfigurationError(PupilflowError):
     """Settings or policy data are invalid; the message names the file or variable and the field."""
 
 
-class PrerequisiteMissing(PupilflowError):
+class PrerequisiteMissing(PupilflowError):  # noqa: N818 (a name others already import)
     """Something the local stack needs is not on this machine (Java, Maven, a free port, ...)."""
 
 
-class ServiceUnavailable(PupilflowError):
+class ServiceUnavailable(PupilflowError):  # noqa: N818 (a name others already import)
     """Kafka or ClickHouse did not answer in time."""
