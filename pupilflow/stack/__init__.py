@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from schemas.errors import ConfigurationError, ServiceUnavailable
+from schemas.errors import ConfigurationError, PupilflowError, ServiceUnavailable
 from schemas.settings import Settings
 
 from .clickhouse import ClickHouse
@@ -136,12 +136,6 @@ def up(
 
     # Kafka last: its first-time Maven fetch then overlaps with the others starting.
     to_start.sort(key=lambda service: service.name == "kafka")
-    launched: list[tuple[Service, int, float]] = []
-    for service in to_start:
-        t0 = time.monotonic()
-        service.prepare(say)
-        say(f"{service.name}: starting on {service.address}")
-        launched.append((service, service.launch(), t0))
 
     def await_start(service: Service, pid: int, t0: float) -> ComponentReport:
         service.wait_ready(pid, timeout)
@@ -150,13 +144,22 @@ def up(
         )
 
     failures: list[str] = []
-    with ThreadPoolExecutor(max_workers=max(1, len(launched) + len(running))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, len(to_start) + len(running))) as pool:
         futures = [pool.submit(confirm, s, pid) for s, pid in running]
-        futures += [pool.submit(await_start, s, pid, t0) for s, pid, t0 in launched]
+        for service in to_start:
+            # Each wait starts right after its launch, so a component's time is its own, not the queue's.
+            t0 = time.monotonic()
+            try:
+                service.prepare(say)
+            except PupilflowError as exc:
+                failures.append(f"{service.name}: {exc}")
+                continue
+            say(f"{service.name}: starting on {service.address}")
+            futures.append(pool.submit(await_start, service, service.launch(), t0))
         for future in futures:
             try:
                 row = future.result()
-            except ServiceUnavailable as exc:
+            except PupilflowError as exc:
                 failures.append(str(exc))
             else:
                 rows[row.name] = row

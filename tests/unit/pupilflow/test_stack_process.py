@@ -1,0 +1,156 @@
+"""Pid files, recognising our own processes, ports, and the CLI selection of components."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pupilflow.stack import State, down, select, status
+from pupilflow.stack.process import (
+    PidFile,
+    cmdline,
+    is_alive,
+    is_ours,
+    port_is_free,
+    port_owner,
+    require_free_ports,
+    spawn,
+    terminate,
+)
+from schemas.errors import ConfigurationError, PrerequisiteMissing
+from schemas.settings import Settings
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_a_listening_port_is_not_free_and_its_owner_is_found(listener: int) -> None:
+    assert not port_is_free(listener)
+    assert port_owner(listener) == os.getpid()
+
+
+def test_a_closed_port_is_free() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    assert port_is_free(port)
+
+
+def test_a_taken_port_is_named_in_the_error(listener: int) -> None:
+    with pytest.raises(PrerequisiteMissing, match=rf"port {listener} \(Kafka\).*already in use by pid {os.getpid()}"):
+        require_free_ports({"Kafka": listener})
+
+
+def test_our_process_is_recognised_by_its_markers() -> None:
+    assert is_ours(os.getpid(), [sys.executable])
+    assert not is_ours(os.getpid(), [sys.executable, "/no/such/home/kafka/server.properties"])
+    assert not is_ours(0, [])
+
+
+def test_pid_file_round_trip_and_stale_file_removed(tmp_path: Path) -> None:
+    pid_file = PidFile(tmp_path / "run" / "x.pid", [sys.executable])
+    assert pid_file.read() is None
+    pid_file.write(os.getpid())
+    assert pid_file.read() == os.getpid()
+    assert pid_file.live_pid() == os.getpid()
+    # Another process's pid (pid 1 is never a Python of ours) makes the pid file stale.
+    stale = PidFile(tmp_path / "run" / "y.pid", [sys.executable, str(tmp_path)])
+    stale.write(1)
+    assert stale.live_pid() is None
+    assert not stale.path.exists()
+
+
+def test_garbage_in_a_pid_file_reads_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "z.pid"
+    path.write_text("not a pid\n")
+    assert PidFile(path, []).read() is None
+
+
+def test_spawned_process_is_detached_logged_and_terminated(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker")
+    log = tmp_path / "logs" / "sleeper.log"
+    pid = spawn(
+        [sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(60)", marker], log_file=log
+    )
+    try:
+        assert is_alive(pid)
+        assert marker in cmdline(pid)
+        assert os.getsid(pid) == pid  # its own session: a Ctrl-C in our terminal does not reach it
+        assert terminate(pid, [marker], timeout=10) == "stopped"
+        assert not is_alive(pid)
+        assert "pupilflow stack:" in log.read_text()
+    finally:
+        if is_alive(pid):
+            os.kill(pid, 9)
+
+
+def test_terminate_leaves_a_process_that_is_not_ours_alone() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert terminate(proc.pid, ["/some/other/home"], timeout=1) == "gone"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_terminate_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    # The token is split so the log's header line (which repeats the argv) cannot match it early.
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('IGN' + 'ORING', flush=True); time.sleep(60)"
+    )
+    log = tmp_path / "stubborn.log"
+    pid = spawn([sys.executable, "-c", code, str(tmp_path)], log_file=log)
+    try:
+        for _ in range(100):
+            if "IGNORING" in log.read_text():
+                break
+            time.sleep(0.05)
+        assert terminate(pid, [str(tmp_path)], timeout=0.5) == "killed"
+    finally:
+        if is_alive(pid):
+            os.kill(pid, 9)
+
+
+def test_components_are_selected_in_stack_order() -> None:
+    assert select(None) == ("kafka", "clickhouse", "prometheus")
+    assert select(["prometheus", "kafka"]) == ("kafka", "prometheus")
+    with pytest.raises(ConfigurationError, match="zookeeper"):
+        select(["zookeeper"])
+
+
+def test_down_never_signals_a_pid_that_is_not_ours(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1", clickhouse_dsn="http://127.0.0.1:2/x")
+    run = tmp_path / "run"
+    run.mkdir()
+    # A pid file left behind whose pid now belongs to someone else: this very test process.
+    for name in ("kafka", "clickhouse"):
+        (run / f"{name}.pid").write_text(f"{os.getpid()}\n")
+    assert {row.state for row in status(settings, ["kafka", "clickhouse"]).components} == {State.NOT_RUNNING}
+    report = down(settings, ["kafka", "clickhouse"])
+    assert {row.state for row in report.components} == {State.NOT_RUNNING}
+    assert not list(run.iterdir())  # stale pid files are cleaned up
+
+
+def test_external_services_are_reported_and_left_alone(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path, kafka_bootstrap="kafka.trust.example:9092", clickhouse_dsn="https://ch.trust.example:8443/db"
+    )
+    rows = status(settings, ["kafka", "clickhouse"]).components
+    assert [row.state for row in rows] == [State.EXTERNAL, State.EXTERNAL]
+    assert "using external Kafka at kafka.trust.example:9092" in rows[0].detail
+    assert "using external ClickHouse at https://ch.trust.example:8443" in rows[1].detail
+    assert [row.state for row in down(settings, ["kafka", "clickhouse"]).components] == [State.EXTERNAL] * 2
