@@ -33,8 +33,9 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _down(args: argparse.Namespace, settings: Settings) -> int:
-    print(stack.down(settings, _selection(args)).text())
-    return 0
+    report = stack.down(settings, _selection(args))
+    print(report.text())
+    return 1 if any(row.state is stack.State.RUNNING for row in report.components) else 0
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:

@@ -170,6 +170,14 @@ def up(
     return StackReport("up", tuple(rows[name] for name in order), time.monotonic() - began)
 
 
+_STOPPED = {
+    "stopped": "clean stop",
+    "killed": "did not stop in time: killed (SIGKILL)",
+    "gone": "had already exited",
+    "stuck": "STILL RUNNING after SIGKILL",
+}
+
+
 def down(settings: Settings, only: Iterable[str] | None = None) -> StackReport:
     """Stop the selected components that `up` started (verified by pid and cmdline) and remove pid files."""
     began = time.monotonic()
@@ -182,8 +190,12 @@ def down(settings: Settings, only: Iterable[str] | None = None) -> StackReport:
         if pid is None:
             return ComponentReport(item.name, State.NOT_RUNNING, address=item.address)
         how = item.stop(pid)
+        took = time.monotonic() - t0
+        if how == "stuck":
+            # Pid file kept: it is still ours, and the next `down` (or a person) must deal with it.
+            return ComponentReport(item.name, State.RUNNING, pid, item.address, seconds=took, detail=_STOPPED[how])
         item.pid_file.remove()
-        return ComponentReport(item.name, State.STOPPED, pid, item.address, seconds=time.monotonic() - t0, detail=how)
+        return ComponentReport(item.name, State.STOPPED, pid, item.address, seconds=took, detail=_STOPPED[how])
 
     # A binary uninstalled since `up` still has a process and a pid file to deal with.
     plan = _plan(settings, only, installed_only=False)
@@ -200,6 +212,8 @@ def status(settings: Settings, only: Iterable[str] | None = None) -> StackReport
         if isinstance(item, ComponentReport):
             return item
         pid = item.pid_file.live_pid()
+        if pid is None and not item.installed():
+            return ComponentReport(item.name, State.NOT_INSTALLED, detail=item.install_hint())
         if pid is None:
             taken = [f"port {port} in use by another process" for port in item.ports().values()
                      if not port_is_free(port)]  # fmt: skip
@@ -208,7 +222,8 @@ def status(settings: Settings, only: Iterable[str] | None = None) -> StackReport
             item.name, State.RUNNING, pid, item.address, item.healthy(), detail=f"log {item.log_file}"
         )
 
-    plan = _plan(settings, only)
+    # A process `up` started is reported even if its binary has left PATH since.
+    plan = _plan(settings, only, installed_only=False)
     with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:
         rows = tuple(pool.map(check, plan))
     return StackReport("status", rows, time.monotonic() - began)

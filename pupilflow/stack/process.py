@@ -201,7 +201,8 @@ def require_free_ports(ports: dict[str, int]) -> None:
         owner = port_owner(port)
         by = ""
         if owner is not None:
-            by = f" by pid {owner} ({' '.join(cmdline(owner))[:120] or '?'})"
+            command = " ".join(" ".join(cmdline(owner)).split())  # one line, even for `python -c` scripts
+            by = f" by pid {owner} ({command[:120] or '?'})"
         taken.append(f"port {port} ({what}) on {LOOPBACK} is already in use{by}")
     if taken:
         raise PrerequisiteMissing(

@@ -58,5 +58,5 @@ class StackReport:
     def text(self) -> str:
         """The whole report for a terminal."""
         lines = [row.line() for row in self.components]
-        lines.append(f"stack {self.action}: {self.seconds:.1f}s")
+        lines.append(f"stack {self.action} took {self.seconds:.1f}s")
         return "\n".join(lines)

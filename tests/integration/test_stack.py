@@ -90,7 +90,7 @@ def test_up_starts_each_component_and_says_where(first_up: stack.StackReport, se
         assert str(settings.home) in row.detail  # where its data and log are
     assert first_up.by_name("kafka").address == settings.kafka_bootstrap
     assert first_up.by_name("clickhouse").address == f"127.0.0.1:{settings.clickhouse_http_port}"
-    assert "stack up:" in first_up.text()
+    assert "stack up took" in first_up.text()
     for name in pids(first_up):
         assert (settings.home / "run" / f"{name}.pid").is_file()
         assert (settings.home / "logs" / f"{name}.log").is_file()
