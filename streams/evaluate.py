@@ -1,0 +1,794 @@
+"""The policy evaluator: one pure function from (flow, state as of occurred_at, policy) to a `Decision`.
+
+    evaluate(flow: DataFlow, state: State, policy: Policy, *, decided_at: datetime | None = None,
+             supersedes: str | None = None, revision: int = 0) -> Decision
+
+No I/O, no clock (``decided_at`` defaults to the flow's ``emitted_at`` so the same input gives the same
+decision), no exceptions for violations: a violation is a value. To judge a flow in a test::
+
+    from schemas.events import parse_event
+    from schemas.policy import load_policy
+    from streams.evaluate import evaluate
+    from streams.state import State
+
+    policy = load_policy("policy")            # the Trust's register (validated, hashed)
+    state = State()
+    state.apply(parse_event(fact_json))       # any number of facts, in any order
+    decision = evaluate(parse_event(flow_json), state, policy)
+    assert decision.reasons == ["NO_CONSENT"]
+
+The order of checks follows RULES.md §2 (recipient, sale, basis, conditions, consent, minimisation, agreement,
+transfer, then court orders, entitlement, harm, objections, retention, channel); the *reported* order of
+reason codes is the rank in `schemas.decisions.ReasonCode` (most specific first, RULES.md §1).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from schemas.decisions import REASON_ORDER, Decision, ReasonCode, SubjectVerdict, Verdict, decision_id_for
+from schemas.events import DataFlow, Subject
+from schemas.policy import GrantIndex, Policy, PolicyIndex, RecipientDef, covered_by
+from streams.state import CARE, DELEGATED, EXPLICIT, PR, WRITTEN, State, SubjectState, from_us, to_us
+
+LONDON = ZoneInfo("Europe/London")
+"""Ages are worked out on the London date of occurred_at (RULES.md §2)."""
+
+R = ReasonCode
+
+# Purpose kinds whose flows must not rely on consent, so a refusal, withdrawal or objection never blocks them
+# (RULES.md §5 "Where consent state is irrelevant").
+_CONSENT_IRRELEVANT = frozenset(
+    {"statutory", "safeguarding", "vital_interests", "law_enforcement", "court", "ctf", "legal", "cctv"}
+)
+_NATURAL_PARENTS = frozenset({"mother", "father", "parent"})
+_EXPLANATIONS: dict[str, str] = {
+    R.UNKNOWN_RECIPIENT: "the recipient is not in the Trust's register",
+    R.SALE_OF_DATA: "the Trust received consideration for the data, which consent cannot cure",
+    R.MARKETING_WITHOUT_CONSENT: "marketing was sent without an opt-in in force",
+    R.PHOTO_WITHOUT_PERMISSION: "a pupil's image was used promotionally without permission in force",
+    R.LAW_ENFORCEMENT_REQUEST_WITHOUT_BASIS: (
+        "the police disclosure had no court order or warrant, no written Sch 2 para 2 request, and no emergency"
+    ),
+    R.COURT_ORDER_RESTRICTION: "the disclosure breaches a court order the Trust had been notified of",
+    R.REQUESTER_NOT_ENTITLED: "the requester is not entitled to this child's data",
+    R.HARMFUL_DISCLOSURE: "the data are exempt because disclosure would harm the child",
+    R.OBJECTION_NOT_HONOURED: "a binding objection was ignored",
+    R.CONSENT_WITHDRAWN: "consent was withdrawn at or before the flow",
+    R.CONSENT_GIVER_NOT_AUTHORISED: "the person who gave consent could not give it",
+    R.NO_CONSENT: "no valid consent covered this recipient, purpose and categories at the time",
+    R.NO_LAWFUL_BASIS: "no Art 6 basis fits this recipient and purpose",
+    R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT: "data outside the recipient's permitted set or the purpose was sent",
+    R.SPECIAL_CATEGORY_WITHOUT_CONDITION: "special category data had no valid Art 9 condition",
+    R.CRIMINAL_DATA_WITHOUT_CONDITION: "criminal offence data had no DPA Sch 1 condition",
+    R.NO_SHARING_AGREEMENT: "there was no Art 28 contract or data sharing agreement",
+    R.AGREEMENT_EXPIRED: "the agreement was not in force at the time",
+    R.INTERNATIONAL_TRANSFER_WITHOUT_SAFEGUARD: "a restricted transfer had no adequacy, safeguard or exception",
+    R.RETENTION_EXCEEDED: "the data should no longer have been held or shared for this purpose",
+    R.INSECURE_CHANNEL: "sensitive or bulk data went by a channel that is not secure",
+}
+# An agreement of the left-hand type satisfies a need of any right-hand type.
+_SATISFIES: dict[str, frozenset[str]] = {
+    "art28_contract": frozenset({"art28_contract"}),
+    "dsa": frozenset({"dsa", "art28_contract"}),
+    "sla": frozenset({"sla", "art28_contract"}),
+    "engagement_letter": frozenset({"engagement_letter", "engagement_terms"}),
+    "engagement_terms": frozenset({"engagement_terms", "engagement_letter"}),
+}
+
+
+def ordered(reasons: set[str] | list[str]) -> list[str]:
+    """Reason codes in report order (RULES.md §1: most specific first)."""
+    return [str(code) for code in sorted(set(reasons), key=REASON_ORDER.__getitem__)]
+
+
+def age_on(birth: date, day: date) -> int:
+    """Whole years on `day`; a birthday counts from its start (29 February: from 1 March in other years)."""
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def london_date(micros: int) -> date:
+    """The Europe/London calendar date of an instant."""
+    return from_us(micros).astimezone(LONDON).date()
+
+
+class _Flow:
+    """Everything derived once per evaluation."""
+
+    __slots__ = (
+        "art9",
+        "art10",
+        "categories",
+        "day",
+        "facts",
+        "flow",
+        "grant",
+        "group",
+        "idx",
+        "kind",
+        "ordinary",
+        "purpose",
+        "reasons",
+        "recipient",
+        "rules",
+        "state",
+        "t",
+    )
+
+    def __init__(self, flow: DataFlow, state: State, idx: PolicyIndex) -> None:
+        self.flow = flow
+        self.state = state
+        self.idx = idx
+        self.t = to_us(flow.occurred_at)
+        self.day = london_date(self.t)
+        self.categories: list[str] = list(dict.fromkeys(flow.categories))
+        self.reasons: set[str] = set()
+        self.facts: list[str] = []
+        self.rules: list[str] = []
+        self.recipient: RecipientDef | None = None
+        self.grant: GrantIndex | None = None
+        self.group = ""
+        self.kind = ""
+        self.purpose = flow.purpose
+        self.ordinary: list[str] = []
+        self.art9: list[str] = []
+        self.art10: list[str] = []
+
+    def age(self, subject: SubjectState, micros: int | None = None) -> int | None:
+        birth = subject.birth_date()
+        if birth is None:
+            return None
+        return age_on(birth, self.day if micros is None or micros == self.t else london_date(micros))
+
+
+def evaluate(
+    flow: DataFlow,
+    state: State,
+    policy: Policy,
+    *,
+    decided_at: datetime | None = None,
+    supersedes: str | None = None,
+    revision: int = 0,
+) -> Decision:
+    """Judge one flow on the facts as they stood at its `occurred_at`; never raises for a violation."""
+    ctx = _Flow(flow, state, policy.index)
+    _check_flow(ctx)
+    verdicts: list[SubjectVerdict] = []
+    subject_reasons: dict[str, set[str]] = {}
+    for subject in flow.subjects:
+        if subject.id in subject_reasons:
+            continue
+        own = _check_subject(ctx, subject) if ctx.grant is not None else set()
+        subject_reasons[subject.id] = own
+    all_reasons = set(ctx.reasons)
+    for subject in flow.subjects:
+        if subject.id not in subject_reasons:
+            continue
+        own = subject_reasons.pop(subject.id)
+        all_reasons |= own
+        reasons = ordered(ctx.reasons | own)
+        verdicts.append(
+            SubjectVerdict.model_construct(
+                subject_id=subject.id,
+                subject_kind=subject.kind,
+                verdict="violation" if reasons else "allowed",
+                reasons=reasons,
+            )
+        )
+    reasons = ordered(all_reasons)
+    facts = list(dict.fromkeys(ctx.facts))
+    digest = policy.digest
+    verdict: Verdict = "violation" if reasons else "allowed"
+    return Decision.model_construct(
+        decision_id=decision_id_for(flow.event_id, digest, reasons, facts, supersedes),
+        flow_event_id=flow.event_id,
+        verdict=verdict,
+        reasons=reasons,
+        explanation=_explain(ctx, verdict, reasons, verdicts),
+        recipient=flow.recipient,
+        purpose=flow.purpose,
+        categories=list(flow.categories),
+        subject_ids=[s.id for s in flow.subjects],
+        occurred_at=flow.occurred_at,
+        decided_at=decided_at or flow.emitted_at,
+        emitted_at=flow.emitted_at,
+        source_connector=flow.source.connector,
+        source_sequence=flow.source.sequence,
+        policy_digest=digest,
+        notice_version=state.notice_version_at(ctx.t, policy.trust.notice_version),
+        supersedes=supersedes,
+        rule_ids=ctx.rules,
+        facts_relied_on=facts,
+        disclosures=verdicts,
+        revision=revision,
+    )
+
+
+# --- flow-level checks ---------------------------------------------------------------------------------------
+
+
+def _check_flow(ctx: _Flow) -> None:
+    flow, idx, reasons, rules = ctx.flow, ctx.idx, ctx.reasons, ctx.rules
+    rules.append("4.register")
+    recipient = idx.recipient(flow.recipient)
+    rules.append("6.3.sale")
+    if flow.consideration != "none":
+        reasons.add(R.SALE_OF_DATA)
+    if recipient is None:
+        reasons.add(R.UNKNOWN_RECIPIENT)  # fail closed: nothing else can be judged without the register
+        return
+    ctx.recipient = recipient
+    ctx.group = recipient.group
+    rules.append("2.basis")
+    grant = idx.grants.get((recipient.key, flow.purpose))
+    if grant is None:
+        reasons.add(R.NO_LAWFUL_BASIS)  # the purpose is unknown, or not one this recipient may receive data for
+        return
+    ctx.grant = grant
+    ctx.kind = grant.purpose.kind
+    _check_basis(ctx, grant)
+    _classify_and_check_categories(ctx, grant)
+    _check_agreement(ctx, grant, recipient)
+    _check_transfer(ctx, recipient)
+    _check_flow_specials(ctx)
+
+
+def _check_basis(ctx: _Flow, grant: GrantIndex) -> None:
+    flow, reasons = ctx.flow, ctx.reasons
+    stated = flow.lawful_basis
+    if stated is not None and (stated not in ctx.idx.bases or stated not in grant.bases):
+        reasons.add(R.NO_LAWFUL_BASIS)  # an unknown basis, or one that does not fit (DfE: never consent)
+    vital = ctx.kind == "vital_interests" or stated == "vital_interests"
+    if vital:
+        ctx.rules.append("6.8.vital_interests")
+        if not flow.emergency:
+            reasons.add(R.NO_LAWFUL_BASIS)  # never for planning ahead when the parent can be asked (§6.8)
+    if ctx.kind in ("law_enforcement", "court"):
+        ctx.rules.append("6.10.police_courts")
+        if not _request_is_basis(ctx):
+            reasons.add(R.LAW_ENFORCEMENT_REQUEST_WITHOUT_BASIS)
+
+
+def _request_is_basis(ctx: _Flow) -> bool:
+    request = ctx.flow.request
+    if ctx.flow.emergency or (request is not None and request.emergency):
+        if request is not None and request.reference:
+            ctx.facts.append(request.reference)
+        return ctx.kind == "law_enforcement"  # a missing child or a risk to life needs no form (§6.10)
+    if request is None:
+        return False
+    if request.authority in ("court_order", "warrant"):
+        if request.reference:
+            ctx.facts.append(request.reference)
+        return bool(request.reference)
+    if ctx.kind == "court":
+        return False
+    if request.authority == "written_sch2_para2":
+        ok = request.signed_by_inspector_or_above and request.names_person and request.names_incident
+        if ok and request.reference:
+            ctx.facts.append(request.reference)
+        return ok
+    return False
+
+
+def _classify_and_check_categories(ctx: _Flow, grant: GrantIndex) -> None:
+    idx, reasons, flow = ctx.idx, ctx.reasons, ctx.flow
+    ctx.rules.append("3.conditions")
+    ctx.rules.append("6.2.minimisation")
+    stated = flow.condition
+    stated_ok = stated is None or stated in grant.art9_conditions or stated in grant.art10_conditions
+    needs_explicit = grant.grant.consent in ("required", "art9_explicit")
+    for category in ctx.categories:
+        cls = idx.category_class(category)
+        if cls is None:
+            reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # fail closed: not in the taxonomy at all
+            continue
+        permitted = idx.permits(grant, category)
+        if cls == "art9":
+            ctx.art9.append(category)
+            if not permitted:
+                reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
+                reasons.add(R.SPECIAL_CATEGORY_WITHOUT_CONDITION)
+            elif grant.art9_conditions and stated_ok:
+                pass
+            elif needs_explicit:
+                pass  # explicit consent is the condition: judged per subject
+            else:
+                reasons.add(R.SPECIAL_CATEGORY_WITHOUT_CONDITION)
+        elif cls == "art10":
+            ctx.art10.append(category)
+            if not permitted:
+                reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
+                reasons.add(R.CRIMINAL_DATA_WITHOUT_CONDITION)
+            elif not grant.art10_conditions or not stated_ok:
+                reasons.add(R.CRIMINAL_DATA_WITHOUT_CONDITION)
+        else:
+            ctx.ordinary.append(category)
+            if not permitted:
+                reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
+    if flow.unredacted_third_party_data:
+        reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # third parties' data left unredacted (§6.2)
+
+
+def _check_agreement(ctx: _Flow, grant: GrantIndex, recipient: RecipientDef) -> None:
+    need = grant.agreement
+    if need == "none":
+        return
+    ctx.rules.append("6.1.agreement")
+    accepted = _SATISFIES[need]
+    t = ctx.t
+    candidates = ctx.state.recipient(ctx.flow.recipient).agreements
+    if ctx.flow.recipient != recipient.key:
+        candidates = candidates + ctx.state.recipient(recipient.key).agreements
+    signed = False
+    for rec in candidates:
+        signed_t, agreement_id, kind, valid_from, valid_until, purposes, cats = rec
+        # An agreement signed after the flow never covers it, whatever its valid_from says (not retroactive).
+        if signed_t > t or kind not in accepted or (purposes and ctx.purpose not in purposes):
+            continue
+        signed = True
+        in_force = valid_from <= t and (valid_until is None or t <= valid_until)
+        state = ctx.state.recipient(ctx.flow.recipient)
+        if in_force and not (
+            state.terminated(agreement_id, t) or ctx.state.recipient(recipient.key).terminated(agreement_id, t)
+        ):
+            ctx.facts.append(agreement_id)
+            if cats and not all(covered_by(c, cats) for c in ctx.categories):
+                ctx.reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # beyond the contract's scope
+            return
+    ctx.reasons.add(R.AGREEMENT_EXPIRED if signed else R.NO_SHARING_AGREEMENT)
+
+
+def _check_transfer(ctx: _Flow, recipient: RecipientDef) -> None:
+    flow, idx = ctx.flow, ctx.idx
+    home = idx.policy.transfers.home_country
+    countries = {flow.destination_country, recipient.hosting_country} - {home}
+    if not countries or flow.to_data_subject:
+        return  # sending to the data subject abroad is not a restricted transfer (§6.7)
+    ctx.rules.append("6.7.transfer")
+    safeguard = flow.transfer_safeguard
+    for country in countries:
+        if country in idx.adequate:
+            continue
+        # DPF certification is a fact about the recipient the Trust has checked, so it comes from the register.
+        if country in idx.dpf_countries and recipient.dpf_uk_extension:
+            continue
+        if safeguard in idx.art46:
+            continue
+        if safeguard == "art49_vital_interests" and flow.emergency:
+            continue
+        if safeguard == "art49_legal_claims" and ctx.kind in ("legal", "court"):
+            continue
+        ctx.reasons.add(R.INTERNATIONAL_TRANSFER_WITHOUT_SAFEGUARD)
+        return
+
+
+def _check_flow_specials(ctx: _Flow) -> None:
+    flow, reasons, policy = ctx.flow, ctx.reasons, ctx.idx.policy
+    if ctx.kind in ("family", "subject_access"):
+        ctx.rules.append("6.12.harm")
+        request = flow.request
+        to_child = request is not None and request.requester in {s.id for s in flow.subjects}
+        abuse = flow.contains_child_abuse_data or any(
+            covered_by(c, ("safeguarding.child_abuse",)) for c in ctx.categories
+        )
+        best = request is not None and request.best_interests
+        if flow.serious_harm or (abuse and not best and not to_child):
+            reasons.add(R.HARMFUL_DISCLOSURE)
+    ctx.rules.append("6.6.retention")
+    if flow.data_recorded_at is not None and not flow.legal_hold:
+        retention = policy.retention
+        recorded = to_us(flow.data_recorded_at)
+        age_days = (ctx.t - recorded) / 86_400_000_000
+        if any(covered_by(c, tuple(retention.cctv_categories)) for c in ctx.categories) and (
+            age_days > retention.cctv_days
+        ):
+            reasons.add(R.RETENTION_EXCEEDED)
+        if any(covered_by(c, tuple(retention.register_categories)) for c in ctx.categories):
+            recorded_day = london_date(recorded)
+            if age_on(recorded_day, ctx.day) >= retention.register_years:
+                reasons.add(R.RETENTION_EXCEEDED)
+    ctx.rules.append("6.13.channel")
+    channels = policy.channels
+    safeguarding = any(covered_by(c, tuple(channels.safeguarding_categories)) for c in ctx.categories)
+    bulk = max(flow.record_count, len(flow.subjects)) >= channels.bulk_threshold
+    if (ctx.art9 or ctx.art10 or safeguarding or bulk) and flow.channel not in ctx.idx.secure_channels:
+        reasons.add(R.INSECURE_CHANNEL)
+    cp_file = [c for c in ctx.categories if covered_by(c, tuple(channels.cp_file_categories))]
+    if cp_file:
+        # The CP file goes separately from the main file, to the DSL (KCSIE; §6.13).
+        allowed = (*channels.safeguarding_categories, "identity")
+        if not flow.addressed_to_dsl or not all(covered_by(c, allowed) for c in ctx.categories):
+            reasons.add(R.INSECURE_CHANNEL)
+
+
+# --- subject-level checks ------------------------------------------------------------------------------------
+
+
+def _check_subject(ctx: _Flow, subject: Subject) -> set[str]:
+    reasons: set[str] = set()
+    sstate = ctx.state.subject(subject.id)
+    grant = ctx.grant
+    assert grant is not None
+    kind = ctx.kind
+    if kind not in _CONSENT_IRRELEVANT:
+        _check_consent(ctx, grant, subject, sstate, reasons)
+        _check_objections(ctx, subject, sstate, reasons)
+    if subject.kind == "pupil":
+        _check_court_orders(ctx, sstate, reasons)
+        if kind in ("family", "subject_access"):
+            _check_entitlement(ctx, subject, sstate, reasons)
+        _check_retention(ctx, grant, sstate, reasons)
+    if kind == "law_enforcement" and ctx.flow.request is not None and not ctx.flow.emergency:
+        named = ctx.flow.request.named_subject_ids
+        if (named and subject.id not in named) or (not named and len(ctx.flow.subjects) > 1):
+            reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # a trawl: records outside the request (§6.2)
+    return reasons
+
+
+def _touches(ctx: _Flow, recipient: str | None, rclass: str | None, purpose: str | None, cats: tuple[str, ...]) -> bool:
+    """Does a withdrawal, refusal or objection scope (None / empty meaning "any") reach this flow?"""
+    flow_recipient = ctx.flow.recipient
+    if (
+        recipient is not None
+        and recipient != flow_recipient
+        and (ctx.recipient is None or recipient != ctx.recipient.key)
+    ):
+        return False
+    if rclass is not None and rclass != ctx.group:
+        return False
+    if purpose is not None and purpose != ctx.purpose:
+        return False
+    if cats:
+        return any(covered_by(c, cats) or any(covered_by(w, (c,)) for w in cats) for c in ctx.categories)
+    return True
+
+
+def _consent_covers(ctx: _Flow, rec: tuple[Any, ...], needed: list[str]) -> bool:
+    recipient, rclass, purpose, cats = rec[5], rec[6], rec[7], rec[8]
+    if purpose != ctx.purpose:
+        return False
+    if recipient is not None:
+        if recipient != ctx.flow.recipient and (ctx.recipient is None or recipient != ctx.recipient.key):
+            return False
+    elif rclass != ctx.group:
+        return False
+    return all(covered_by(c, cats) for c in needed)
+
+
+def _self_consent_ok(ctx: _Flow, sstate: SubjectState, given: int, assessment: str | None) -> bool:
+    age = ctx.age(sstate, given)
+    if age is None:
+        return False  # without a date of birth the Trust cannot show the pupil could consent alone
+    if ctx.kind == "iss":
+        return age >= 13  # Art 8 / DPA s9: self-consent before 13 is void, and stays void after the birthday
+    if age >= 18:
+        return True
+    if age >= 13:
+        if assessment is not None and any(r[1] == assessment and r[2] for r in sstate.competences):
+            return True
+        return sstate.competent_at(given, ctx.purpose) is not None
+    return False
+
+
+def _authorised(
+    ctx: _Flow, subject: Subject, sstate: SubjectState, actor: str, rel: str, flags: int, given: int,
+    assessment: str | None = None,
+) -> bool:  # fmt: skip
+    """Could this person give (or withdraw) consent for this subject (RULES.md §5 "Who may consent")?"""
+    if subject.kind == "parent":
+        return actor == subject.id or rel == "self"  # an adult consents for themselves only
+    if actor == subject.id or rel == "self":
+        return _self_consent_ok(ctx, sstate, given, assessment)
+    age_now = ctx.age(sstate)
+    if age_now is not None and age_now >= 18:
+        return False  # PR ends at 18 (Children Act 1989 s105); earlier parental consent lapses
+    # The Trust's latest record of the person's standing at the flow overrides what the consent form said.
+    standing = sstate.standing(actor, ctx.t)
+    if standing is not None:
+        rel, flags = standing
+    if rel == "local_authority":
+        return bool(flags & PR) or sstate.care_order_at(ctx.t) is not None
+    if rel == "foster_carer":
+        return bool(flags & DELEGATED)
+    return bool(flags & PR)
+
+
+def _pupil_competent(ctx: _Flow, sstate: SubjectState) -> bool:
+    age = ctx.age(sstate)
+    if age is None:
+        return False
+    if age >= 18:
+        return True
+    if age >= 13 and ctx.kind == "iss":
+        return True
+    return age >= 13 and sstate.competent_at(ctx.t, ctx.purpose) is not None
+
+
+def _ended(ctx: _Flow, subject: Subject, sstate: SubjectState, rec: tuple[Any, ...]) -> bool:
+    """Was this consent withdrawn (or refused again by its giver) at or before the flow?"""
+    t, given, consent_id, giver = ctx.t, rec[0], rec[1], rec[2]
+    for w in sstate.withdrawals:
+        if w[0] > t:
+            break
+        if w[0] < given:
+            continue
+        if w[1] is not None:
+            if w[1] != consent_id:
+                continue
+        elif not _touches(ctx, w[5], w[6], w[7], w[8]):
+            continue
+        if w[2] == giver or _authorised(ctx, subject, sstate, w[2], w[3], w[4], w[0]):
+            return True
+    for r in sstate.refusals:
+        if r[0] > t:
+            break
+        if r[0] >= given and r[1] == giver and _touches(ctx, r[4], r[5], r[6], r[7]):
+            return True
+    if ctx.kind == "marketing":
+        for o in sstate.objections:
+            if o[0] > t:
+                break
+            # An opt-out by any channel takes effect immediately (§6.4): an objection to marketing withdraws.
+            if (
+                o[0] >= given
+                and o[9] == "direct_marketing"
+                and not sstate.objection_ended(o[1], t)
+                and (o[2] == giver or _authorised(ctx, subject, sstate, o[2], o[3], o[4], o[0]))
+                and _touches(ctx, o[5], o[6], o[7], o[8])
+            ):
+                return True
+    return False
+
+
+def _pupil_veto(ctx: _Flow, sstate: SubjectState, subject: Subject) -> str | None:
+    """A competent pupil's refusal or withdrawal beats a parent's consent (RULES.md §5)."""
+    if subject.kind != "pupil" or not _pupil_competent(ctx, sstate):
+        return None
+    t = ctx.t
+    last: tuple[int, str] | None = None
+    for c in sstate.consents:
+        if c[0] > t:
+            break
+        if (c[2] == subject.id or c[3] == "self") and _consent_covers(ctx, c, ctx.categories):
+            last = max(last or (c[0], "consent"), (c[0], "consent"))
+    for w in sstate.withdrawals:
+        mine = w[0] <= t and (w[2] == subject.id or w[3] == "self")
+        if mine and (last is None or w[0] >= last[0]) and _touches(ctx, w[5], w[6], w[7], w[8]):
+            last = (w[0], "withdrawn")
+    for r in sstate.refusals:
+        mine = r[0] <= t and (r[1] == subject.id or r[2] == "self")
+        if mine and (last is None or r[0] >= last[0]) and _touches(ctx, r[4], r[5], r[6], r[7]):
+            last = (r[0], "refused")
+    if last is None or last[1] == "consent":
+        return None
+    return last[1]
+
+
+def _consent_outcome(
+    ctx: _Flow, subject: Subject, sstate: SubjectState, needed: list[str], explicit: bool
+) -> tuple[str, list[str]]:
+    """("ok" | "withdrawn" | "unauthorised" | "absent", consent ids relied on)."""
+    t = ctx.t
+    withdrawn = unauthorised = False
+    ids: list[str] = []
+    biometric = ctx.kind == "biometric"
+    for rec in sstate.consents:
+        if rec[0] > t:
+            break  # consent is never retroactive: valid from given_at inclusive
+        if not _consent_covers(ctx, rec, needed):
+            continue
+        flags = rec[4]
+        if explicit and not flags & EXPLICIT:
+            continue
+        if biometric and not flags & WRITTEN:
+            continue  # POFA 2012 s27: written consent
+        if _ended(ctx, subject, sstate, rec):
+            withdrawn = True
+            continue
+        if not _authorised(ctx, subject, sstate, rec[2], rec[3], flags, rec[0], rec[9]):
+            unauthorised = True
+            continue
+        ids.append(rec[1])
+    if ids:
+        veto = _pupil_veto(ctx, sstate, subject)
+        if veto == "withdrawn":
+            return "withdrawn", []
+        if veto == "refused":
+            return "absent", []
+        return "ok", ids
+    if withdrawn:
+        return "withdrawn", []
+    if unauthorised:
+        return "unauthorised", []
+    return "absent", []
+
+
+def _check_consent(ctx: _Flow, grant: GrantIndex, subject: Subject, sstate: SubjectState, out: set[str]) -> None:
+    need = grant.grant.consent
+    if need == "never":
+        return
+    ctx.rules.append("5.consent")
+    if need == "required" and (ctx.ordinary or ctx.art10):
+        status, ids = _consent_outcome(ctx, subject, sstate, ctx.ordinary + ctx.art10, explicit=False)
+        ctx.facts.extend(ids)
+        if status != "ok":
+            lead = {"marketing": R.MARKETING_WITHOUT_CONSENT, "promotional_photo": R.PHOTO_WITHOUT_PERMISSION}.get(
+                ctx.kind
+            )
+            if lead is not None:
+                ctx.rules.append("6.4.marketing" if ctx.kind == "marketing" else "6.5.photos")
+                out.add(lead)  # their own code leads; add the cause only when consent was not simply absent
+                if status == "withdrawn":
+                    out.add(R.CONSENT_WITHDRAWN)
+                elif status == "unauthorised":
+                    out.add(R.CONSENT_GIVER_NOT_AUTHORISED)
+            else:
+                out.add(
+                    {"withdrawn": R.CONSENT_WITHDRAWN, "unauthorised": R.CONSENT_GIVER_NOT_AUTHORISED}.get(
+                        status, R.NO_CONSENT
+                    )
+                )
+    art9 = [c for c in ctx.art9 if ctx.idx.permits(grant, c)]
+    if art9 and not (need == "required" and grant.art9_conditions - {"explicit_consent"}):
+        status, ids = _consent_outcome(ctx, subject, sstate, art9, explicit=True)
+        ctx.facts.extend(ids)
+        if status != "ok":
+            # Art 9 data the recipient may receive only with explicit consent: this code only (RULES.md §1).
+            out.add(R.SPECIAL_CATEGORY_WITHOUT_CONDITION)
+
+
+def _check_objections(ctx: _Flow, subject: Subject, sstate: SubjectState, out: set[str]) -> None:
+    t = ctx.t
+    biometric = ctx.kind == "biometric"
+    consent_based = ctx.grant is not None and ctx.grant.grant.consent != "never"
+    for o in sstate.objections:
+        if o[0] > t:
+            break
+        if sstate.objection_ended(o[1], t) or not _touches(ctx, o[5], o[6], o[7], o[8]):
+            continue
+        grounds, upheld = o[9], o[10]
+        if grounds == "direct_marketing" and ctx.kind == "marketing":
+            continue  # handled as a withdrawal of the opt-in
+        if grounds == "disclosure" and ctx.kind in ("family", "subject_access"):
+            continue  # a child's objection to disclosure is an entitlement question
+        binding = (
+            biometric  # POFA 2012 s26(5): the child's objection, or any parent's, overrides everyone
+            or upheld
+            or (consent_based and _authorised(ctx, subject, sstate, o[2], o[3], o[4], o[0]))
+        )
+        if binding:
+            ctx.rules.append("5.objections")
+            ctx.facts.append(o[1])
+            out.add(R.OBJECTION_NOT_HONOURED)
+            return
+    if biometric:
+        for r in sstate.refusals:
+            if r[0] > t:
+                break
+            if not _touches(ctx, r[4], r[5], r[6], r[7]):
+                continue
+            # A refusal stands until the same person later consents.
+            later = any(c[0] > r[0] and c[0] <= t and c[2] == r[1] for c in sstate.consents)
+            if not later:
+                ctx.rules.append("5.objections")
+                out.add(R.OBJECTION_NOT_HONOURED)
+                return
+
+
+def _check_court_orders(ctx: _Flow, sstate: SubjectState, out: set[str]) -> None:
+    if not sstate.court_orders:
+        return
+    ctx.rules.append("6.11.court_orders")
+    request = ctx.flow.request
+    requester = request.requester if request is not None else None
+    names = {ctx.flow.recipient, ctx.group}
+    if ctx.recipient is not None:
+        names.add(ctx.recipient.key)
+    for order in sstate.court_orders_at(ctx.t):
+        _, order_id, _, persons, recipients, cats = order
+        hit = (requester is not None and requester in persons) or bool(names.intersection(recipients))
+        if hit and (
+            not cats or any(covered_by(c, cats) or any(covered_by(o, (c,)) for o in cats) for c in ctx.categories)
+        ):
+            ctx.facts.append(order_id)
+            out.add(R.COURT_ORDER_RESTRICTION)
+
+
+def _check_entitlement(ctx: _Flow, subject: Subject, sstate: SubjectState, out: set[str]) -> None:
+    ctx.rules.append("6.12.entitlement")
+    flow = ctx.flow
+    request = flow.request
+    if request is None:
+        out.add(R.REQUESTER_NOT_ENTITLED)  # fail closed: a family or SAR disclosure must say who asked
+        return
+    if request.requester == subject.id:
+        return  # the data belong to the child: the pupil's own request
+    rel: str = request.relationship or "other"
+    flags = (PR if request.has_parental_responsibility else 0) | (CARE if request.has_care else 0)
+    standing = sstate.standing(request.requester, ctx.t)
+    if standing is not None:
+        rel, flags = standing
+    age = ctx.age(sstate)
+    if age is not None and age >= 18:
+        if not (request.authorised_by_pupil or flow.emergency):
+            out.add(R.REQUESTER_NOT_ENTITLED)  # an adult pupil: nothing without their consent (§4 Family)
+        return
+    if ctx.kind == "family":
+        if not (flags & (PR | CARE) or rel in _NATURAL_PARENTS):
+            out.add(R.REQUESTER_NOT_ENTITLED)  # not an education-law parent (Education Act 1996 s576)
+            return
+    else:
+        if not flags & PR:
+            out.add(R.REQUESTER_NOT_ENTITLED)  # a non-PR parent cannot make a SAR for the child
+            return
+        competent = sstate.competent_at(ctx.t, ctx.purpose) is not None
+        if competent and not request.authorised_by_pupil and not request.best_interests:
+            out.add(R.REQUESTER_NOT_ENTITLED)
+            return
+    objects = request.pupil_objects or any(
+        o[0] <= ctx.t
+        and o[9] == "disclosure"
+        and (o[2] == subject.id or o[3] == "self")
+        and not sstate.objection_ended(o[1], ctx.t)
+        and _touches(ctx, o[5], o[6], o[7], o[8])
+        for o in sstate.objections
+    )
+    if objects and _competent_for_disclosure(ctx, sstate) and not request.best_interests:
+        out.add(R.REQUESTER_NOT_ENTITLED)
+
+
+def _competent_for_disclosure(ctx: _Flow, sstate: SubjectState) -> bool:
+    age = ctx.age(sstate)
+    return (age is not None and age >= 18) or sstate.competent_at(ctx.t, ctx.purpose) is not None
+
+
+def _check_retention(ctx: _Flow, grant: GrantIndex, sstate: SubjectState, out: set[str]) -> None:
+    flow = ctx.flow
+    if flow.legal_hold:
+        return
+    retention = ctx.idx.policy.retention
+    birth = sstate.birth_date()
+    if birth is not None and age_on(birth, ctx.day) >= retention.pupil_file_years_after_birth:
+        out.add(R.RETENTION_EXCEEDED)
+        return
+    left = sstate.left_at(ctx.t)
+    if left is None or grant.purpose.allowed_after_leaving:
+        return
+    basis = flow.lawful_basis or grant.grant.bases[0]
+    if basis == "legal_obligation":
+        return
+    recipient = ctx.recipient
+    grace = retention.supplier_sync_days_after_leaving * 86_400_000_000
+    if recipient is not None and recipient.processor and ctx.t - left <= grace:
+        return  # supplier syncs may drop a leaver up to 30 days after they leave (§6.6)
+    out.add(R.RETENTION_EXCEEDED)
+
+
+# --- explanation --------------------------------------------------------------------------------------------
+
+
+def _explain(ctx: _Flow, verdict: str, reasons: list[str], verdicts: list[SubjectVerdict]) -> str:
+    flow = ctx.flow
+    who = ctx.recipient.name if ctx.recipient is not None else f"unregistered recipient {flow.recipient!r}"
+    count = len(verdicts)
+    subjects = f"{count} data subject" + ("" if count == 1 else "s")
+    head = (
+        f"{'Violation' if reasons else 'Allowed'}: {', '.join(ctx.categories)} about {subjects} went to {who} "
+        f"for {flow.purpose} on {ctx.day.isoformat()} by {flow.channel}."
+    )
+    if not reasons:
+        basis = ""
+        if ctx.grant is not None:
+            basis = f" The basis is {flow.lawful_basis or ctx.grant.grant.bases[0]}"
+            basis += f", relying on {', '.join(ctx.facts)}." if ctx.facts else "."
+        return head + basis
+    parts = [head, " Because " + "; ".join(_EXPLANATIONS[r] for r in reasons) + "."]
+    if count > 1:
+        bad = [v.subject_id for v in verdicts if v.reasons and set(v.reasons) - ctx.reasons]
+        if bad:
+            shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+            parts.append(f" {len(bad)} of {count} subjects are affected: {shown}.")
+    return "".join(parts)
