@@ -18,7 +18,7 @@ from schemas.settings import Settings
 from .clickhouse import ClickHouse
 from .kafka import Kafka
 from .layout import Layout
-from .process import port_is_free, require_free_ports
+from .process import exclusive, port_is_free, require_free_ports
 from .prometheus import Alertmanager, Prometheus
 from .report import ComponentReport, StackReport, State
 from .service import Progress, Service
@@ -105,6 +105,13 @@ def up(
 ) -> StackReport:
     """Start every selected component that is not already running and healthy; report what and where."""
     began = time.monotonic()
+    with exclusive(Layout.of(settings).pid_path("stack").with_suffix(".lock")):
+        return _up(settings, only, timeout, progress, began)
+
+
+def _up(
+    settings: Settings, only: Iterable[str] | None, timeout: float, progress: Progress | None, began: float
+) -> StackReport:
     say: Progress = progress or (lambda _message: None)
     rows: dict[str, ComponentReport] = {}
     order: list[str] = []
@@ -180,6 +187,11 @@ _STOPPED = {
 
 def down(settings: Settings, only: Iterable[str] | None = None) -> StackReport:
     """Stop the selected components that `up` started (verified by pid and cmdline) and remove pid files."""
+    with exclusive(Layout.of(settings).pid_path("stack").with_suffix(".lock")):
+        return _down(settings, only)
+
+
+def _down(settings: Settings, only: Iterable[str] | None) -> StackReport:
     began = time.monotonic()
 
     def stop(item: ComponentReport | Service) -> ComponentReport:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from schemas.errors import PrerequisiteMissing
@@ -103,6 +104,18 @@ def terminate(pid: int, markers: Sequence[str], *, timeout: float, kill_after: f
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     return "killed" if wait_gone(pid, kill_after) else "stuck"
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (waiting for it), so two `up`/`down` never race on one home."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class PidFile:

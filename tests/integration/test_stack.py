@@ -12,6 +12,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -194,7 +195,7 @@ def test_a_taken_kafka_port_is_named_and_nothing_starts(tmp_path: Path, squatter
     settings = stack_settings(tmp_path).model_copy(update={"kafka_bootstrap": f"127.0.0.1:{squatter}"})
     with pytest.raises(PrerequisiteMissing, match=rf"port {squatter} \(Kafka\) on 127.0.0.1 is already in use"):
         stack.up(settings, ["kafka", "clickhouse"])
-    assert not (tmp_path / "run").exists()
+    assert not list((tmp_path / "run").glob("*.pid"))
     assert port_is_free(settings.clickhouse_http_port)
 
 
@@ -203,5 +204,19 @@ def test_a_taken_clickhouse_port_is_named_and_kafka_does_not_start(tmp_path: Pat
     with pytest.raises(PrerequisiteMissing, match=rf"port {squatter} \(ClickHouse TCP\)") as raised:
         stack.up(settings, ["kafka", "clickhouse"])
     assert f"by pid {os.getpid()}" in str(raised.value)
-    assert not (tmp_path / "run").exists()
+    assert not list((tmp_path / "run").glob("*.pid"))
     assert port_is_free(settings.kafka_port)
+
+
+def test_two_concurrent_ups_on_one_home_start_it_once(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reports = list(pool.map(lambda _: stack.up(settings, ["clickhouse"]), range(2)))
+    try:
+        rows = sorted((report.components[0] for report in reports), key=lambda row: row.state.value)
+        assert [row.state for row in rows] == [stack.State.ALREADY_RUNNING, stack.State.STARTED]
+        assert rows[0].pid == rows[1].pid
+    finally:
+        stack.down(settings)
+    assert rows[0].pid is not None
+    assert not is_alive(rows[0].pid)
