@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from schemas.events import Identifier, Model, UtcDatetime
 
@@ -99,6 +99,9 @@ def decision_id_for(
 
 class DeadLetter(Model):
     """An input message that could not be used, kept with the reason so nothing is silently dropped."""
+
+    # The raw message is evidence: keep it byte for byte, surrounding whitespace included.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
     topic: str
     partition: int

@@ -53,8 +53,9 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 def build_app(settings: Settings, decide: Decide, metrics: WorkerMetrics) -> faust.App:
     """The faust app for one worker process."""
+    # faust uses the app id as the consumer group id and as the prefix of its internal topics.
     app = faust.App(
-        "pupilflow",
+        settings.consumer_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
         value_serializer="raw",
         key_serializer="raw",
@@ -65,6 +66,7 @@ def build_app(settings: Settings, decide: Decide, metrics: WorkerMetrics) -> fau
         store="memory://",
         datadir=str(settings.home / "worker"),
         web_host="127.0.0.1",
+        web_bind="127.0.0.1",
         web_port=settings.worker_web_port,
         web_in_thread=False,
         consumer_auto_offset_reset="earliest",
@@ -107,7 +109,10 @@ def build_app(settings: Settings, decide: Decide, metrics: WorkerMetrics) -> fau
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type; Prometheus' text format is ASCII anyway.
+        return web.bytes(
+            generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
+        )
 
     @app.page("/healthz")
     async def health_page(web: Any, request: Any) -> Any:

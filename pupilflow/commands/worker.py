@@ -8,6 +8,7 @@ from typing import Any
 
 import faust
 
+from pupilflow.topics import ensure_topics
 from schemas.settings import Settings
 from streams.app import build_app
 from streams.metrics import WorkerMetrics
@@ -24,6 +25,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Build the app and run a faust worker until it is stopped (SIGTERM/SIGINT)."""
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    # A missing source topic would leave the agent silently idle; create the topics (idempotent) first.
+    ensure_topics(settings)
     app = build_app(settings, placeholder_decision, WorkerMetrics())
     worker = faust.Worker(app, loglevel=args.loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()
