@@ -42,6 +42,12 @@ When = str | datetime
 _counter = itertools.count(1)
 
 
+def reset_sequences() -> None:
+    """Restart the envelope sequence numbers (for reproducible generated files)."""
+    global _counter
+    _counter = itertools.count(1)
+
+
 def at(when: When) -> datetime:
     """A UTC datetime from an ISO string (naive means UTC) or a datetime."""
     moment = when if isinstance(when, datetime) else datetime.fromisoformat(when.replace("Z", "+00:00"))

@@ -1,0 +1,68 @@
+"""`pupilflow replay`: judge a JSON-lines file of events offline, exactly as the stream processor would."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from schemas.errors import ConfigurationError
+from schemas.policy import load_policy
+from schemas.settings import Settings
+from streams.replay import ReplayResult, compare, replay_lines, summarise
+
+
+def register(subparsers: Any) -> None:
+    """Add the `replay` sub-command."""
+    parser = subparsers.add_parser(
+        "replay", help="judge a file of events (one JSON event per line, as on Kafka) and summarise"
+    )
+    parser.add_argument("events", type=Path, help="EVENTS.jsonl, in arrival order")
+    parser.add_argument("--policy", type=Path, default=None, help="policy directory (default: settings.policy_dir)")
+    parser.add_argument("--out", type=Path, default=None, help="write every decision as JSON lines here")
+    parser.add_argument("--rejects", type=Path, default=None, help="write invalid lines (with line and reason) here")
+    parser.add_argument("--compare-policy", type=Path, default=None, help="back-test another policy directory")
+    parser.add_argument("--lateness-hours", type=float, default=48.0, help="lateness window (at least 24)")
+    parser.set_defaults(func=run)
+
+
+def _replay(events: Path, policy_dir: Path, lateness: timedelta) -> ReplayResult:
+    policy = load_policy(policy_dir)
+    with events.open("r", encoding="utf-8", errors="backslashreplace") as lines:
+        return replay_lines(lines, policy, lateness)
+
+
+def run(args: argparse.Namespace, settings: Settings, stdout: TextIO | None = None) -> int:
+    """Replay, write decisions and rejects, print a summary (and the differences under another policy)."""
+    out = stdout or sys.stdout
+    if args.lateness_hours < 24:
+        raise ConfigurationError("--lateness-hours: must be at least 24 (RULES.md §2)")
+    if not args.events.is_file():
+        raise ConfigurationError(f"{args.events}: no such events file")
+    lateness = timedelta(hours=args.lateness_hours)
+    policy_dir = args.policy or settings.policy_dir
+    result = _replay(args.events, policy_dir, lateness)
+    if args.out is not None:
+        with args.out.open("w", encoding="utf-8") as sink:
+            for decision in result.decisions:
+                sink.write(decision.model_dump_json() + "\n")
+    if args.rejects is not None:
+        with args.rejects.open("w", encoding="utf-8") as sink:
+            for reject in result.rejects:
+                sink.write(json.dumps({"line": reject.line, "reason": reject.reason, "raw": reject.raw}) + "\n")
+    for reject in result.rejects:
+        print(f"{args.events}:{reject.line}: {reject.reason}", file=sys.stderr)
+    print(summarise(result).render(), file=out)
+    print(f"rejected lines: {len(result.rejects)}   duplicate deliveries ignored: {result.duplicates}", file=out)
+    if args.compare_policy is not None:
+        other = _replay(args.events, args.compare_policy, lateness)
+        differences = compare(result, other)
+        print(f"compared with {args.compare_policy}: {len(differences)} flow(s) judged differently", file=out)
+        for diff in differences:
+            before = f"{diff.before[0]} {','.join(diff.before[1])}".strip()
+            after = f"{diff.after[0]} {','.join(diff.after[1])}".strip()
+            print(f"  {diff.flow_event_id}: {before} -> {after}", file=out)
+    return 0
