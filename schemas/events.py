@@ -12,7 +12,7 @@ effective field: a court order binds the Trust from `trust_notified_at` (RULES.m
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -68,6 +68,31 @@ class Model(BaseModel):
     """Base for every wire model: unknown fields are an error, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """Build without validation from values the caller guarantees valid, giving every field.
+
+        For hot paths that assemble a model from already-validated parts (a decision from a validated flow);
+        it does what `model_construct` does, minus the per-field default handling. Anything short of every
+        field falls back to `model_construct`.
+        """
+        fields_set = _FIELDS_SET.get(cls)
+        if fields_set is None:
+            fields_set = _FIELDS_SET[cls] = set(cls.model_fields)
+        if len(values) != len(fields_set):
+            return cast(Self, cls.model_construct(**values))
+        instance = cls.__new__(cls)
+        _object_setattr(instance, "__dict__", values)
+        # Every field is set, and frozen instances never change which: one shared set per class is exact.
+        _object_setattr(instance, "__pydantic_fields_set__", fields_set)
+        _object_setattr(instance, "__pydantic_extra__", None)
+        _object_setattr(instance, "__pydantic_private__", None)
+        return instance
+
+
+_object_setattr = object.__setattr__
+_FIELDS_SET: dict[type[BaseModel], set[str]] = {}
 
 
 class Source(Model):

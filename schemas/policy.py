@@ -299,8 +299,14 @@ class PolicyIndex:
     dpf_countries: frozenset[str]
     art46: frozenset[str]
     secure_channels: frozenset[str]
+    cctv_categories: frozenset[str] = frozenset()
+    register_categories: frozenset[str] = frozenset()
+    safeguarding_categories: frozenset[str] = frozenset()
+    cp_file_categories: frozenset[str] = frozenset()
+    child_abuse_categories: frozenset[str] = frozenset({"safeguarding.child_abuse"})
     class_memo: dict[str, Sensitivity | None] = field(default_factory=dict)
     recipient_memo: dict[str, RecipientDef | None] = field(default_factory=dict)
+    flow_memo: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, policy: Policy) -> PolicyIndex:
@@ -336,6 +342,10 @@ class PolicyIndex:
             dpf_countries=frozenset(policy.transfers.dpf_countries),
             art46=frozenset(policy.transfers.art46_safeguards),
             secure_channels=frozenset(policy.channels.secure),
+            cctv_categories=frozenset(policy.retention.cctv_categories),
+            register_categories=frozenset(policy.retention.register_categories),
+            safeguarding_categories=frozenset(policy.channels.safeguarding_categories),
+            cp_file_categories=frozenset(policy.channels.cp_file_categories),
         )
 
     def recipient(self, recipient_id: str) -> RecipientDef | None:

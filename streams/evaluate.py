@@ -81,6 +81,8 @@ _SATISFIES: dict[str, frozenset[str]] = {
 
 def ordered(reasons: set[str] | list[str]) -> list[str]:
     """Reason codes in report order (RULES.md §1: most specific first)."""
+    if not reasons:
+        return []
     return [str(code) for code in sorted(set(reasons), key=REASON_ORDER.__getitem__)]
 
 
@@ -89,9 +91,21 @@ def age_on(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
+_LONDON_DAYS: dict[int, date] = {}
+_HOUR_US = 3_600_000_000
+
+
 def london_date(micros: int) -> date:
     """The Europe/London calendar date of an instant."""
-    return from_us(micros).astimezone(LONDON).date()
+    # London's offset from UTC is a whole number of hours, so the London date is constant within a UTC hour.
+    hour = micros // _HOUR_US
+    found = _LONDON_DAYS.get(hour)
+    if found is None:
+        found = from_us(hour * _HOUR_US).astimezone(LONDON).date()
+        if len(_LONDON_DAYS) > 200_000:
+            _LONDON_DAYS.clear()
+        _LONDON_DAYS[hour] = found
+    return found
 
 
 class _Flow:
@@ -170,7 +184,7 @@ def evaluate(
         all_reasons |= own
         reasons = ordered(ctx.reasons | own)
         verdicts.append(
-            SubjectVerdict.model_construct(
+            SubjectVerdict.trusted(
                 subject_id=subject.id,
                 subject_kind=subject.kind,
                 verdict="violation" if reasons else "allowed",
@@ -181,7 +195,7 @@ def evaluate(
     facts = list(dict.fromkeys(ctx.facts))
     digest = policy.digest
     verdict: Verdict = "violation" if reasons else "allowed"
-    return Decision.model_construct(
+    return Decision.trusted(
         decision_id=decision_id_for(flow.event_id, digest, reasons, facts, supersedes),
         flow_event_id=flow.event_id,
         verdict=verdict,
@@ -210,6 +224,36 @@ def evaluate(
 
 
 def _check_flow(ctx: _Flow) -> None:
+    flow, idx = ctx.flow, ctx.idx
+    # Everything that depends only on the flow's own fields and the policy is memoised per policy: most flows
+    # repeat a handful of shapes (a nightly MIS sync, a meal-provider update), so this is a dict lookup.
+    key = (
+        flow.recipient, flow.purpose, tuple(flow.categories), flow.lawful_basis, flow.condition, flow.channel,
+        flow.destination_country, flow.transfer_safeguard, max(flow.record_count, len(flow.subjects)),
+        flow.consideration, flow.emergency, flow.to_data_subject, flow.addressed_to_dsl,
+        flow.unredacted_third_party_data,
+    )  # fmt: skip
+    memo = idx.flow_memo
+    static = memo.get(key)
+    if static is None:
+        _static_checks(ctx)
+        static = (
+            ctx.recipient, ctx.grant, ctx.kind, ctx.group, frozenset(ctx.reasons), tuple(ctx.rules),
+            tuple(ctx.ordinary), tuple(ctx.art9), tuple(ctx.art10),
+        )  # fmt: skip
+        if len(memo) >= 100_000:
+            memo.clear()
+        memo[key] = static
+    else:
+        ctx.recipient, ctx.grant, ctx.kind, ctx.group = static[0], static[1], static[2], static[3]
+        ctx.reasons = set(static[4])
+        ctx.rules = list(static[5])
+        ctx.ordinary, ctx.art9, ctx.art10 = list(static[6]), list(static[7]), list(static[8])
+    if ctx.grant is not None and ctx.recipient is not None:
+        _dynamic_checks(ctx, ctx.grant, ctx.recipient)
+
+
+def _static_checks(ctx: _Flow) -> None:
     flow, idx, reasons, rules = ctx.flow, ctx.idx, ctx.reasons, ctx.rules
     rules.append("4.register")
     recipient = idx.recipient(flow.recipient)
@@ -230,9 +274,17 @@ def _check_flow(ctx: _Flow) -> None:
     ctx.kind = grant.purpose.kind
     _check_basis(ctx, grant)
     _classify_and_check_categories(ctx, grant)
-    _check_agreement(ctx, grant, recipient)
     _check_transfer(ctx, recipient)
-    _check_flow_specials(ctx)
+    _check_channel(ctx)
+
+
+def _dynamic_checks(ctx: _Flow, grant: GrantIndex, recipient: RecipientDef) -> None:
+    if ctx.kind in ("law_enforcement", "court"):
+        ctx.rules.append("6.10.police_courts")
+        if not _request_is_basis(ctx):
+            ctx.reasons.add(R.LAW_ENFORCEMENT_REQUEST_WITHOUT_BASIS)
+    _check_agreement(ctx, grant, recipient)
+    _check_harm_and_data_age(ctx)
 
 
 def _check_basis(ctx: _Flow, grant: GrantIndex) -> None:
@@ -245,10 +297,6 @@ def _check_basis(ctx: _Flow, grant: GrantIndex) -> None:
         ctx.rules.append("6.8.vital_interests")
         if not flow.emergency:
             reasons.add(R.NO_LAWFUL_BASIS)  # never for planning ahead when the parent can be asked (§6.8)
-    if ctx.kind in ("law_enforcement", "court"):
-        ctx.rules.append("6.10.police_courts")
-        if not _request_is_basis(ctx):
-            reasons.add(R.LAW_ENFORCEMENT_REQUEST_WITHOUT_BASIS)
 
 
 def _request_is_basis(ctx: _Flow) -> bool:
@@ -365,41 +413,39 @@ def _check_transfer(ctx: _Flow, recipient: RecipientDef) -> None:
         return
 
 
-def _check_flow_specials(ctx: _Flow) -> None:
-    flow, reasons, policy = ctx.flow, ctx.reasons, ctx.idx.policy
+def _check_harm_and_data_age(ctx: _Flow) -> None:
+    flow, reasons, idx = ctx.flow, ctx.reasons, ctx.idx
     if ctx.kind in ("family", "subject_access"):
         ctx.rules.append("6.12.harm")
         request = flow.request
         to_child = request is not None and request.requester in {s.id for s in flow.subjects}
-        abuse = flow.contains_child_abuse_data or any(
-            covered_by(c, ("safeguarding.child_abuse",)) for c in ctx.categories
-        )
+        abuse = flow.contains_child_abuse_data or any(covered_by(c, idx.child_abuse_categories) for c in ctx.categories)
         best = request is not None and request.best_interests
         if flow.serious_harm or (abuse and not best and not to_child):
             reasons.add(R.HARMFUL_DISCLOSURE)
-    ctx.rules.append("6.6.retention")
     if flow.data_recorded_at is not None and not flow.legal_hold:
-        retention = policy.retention
+        ctx.rules.append("6.6.retention")
+        retention = idx.policy.retention
         recorded = to_us(flow.data_recorded_at)
         age_days = (ctx.t - recorded) / 86_400_000_000
-        if any(covered_by(c, tuple(retention.cctv_categories)) for c in ctx.categories) and (
-            age_days > retention.cctv_days
-        ):
+        cctv = any(covered_by(c, idx.cctv_categories) for c in ctx.categories)
+        if cctv and age_days > retention.cctv_days:
             reasons.add(R.RETENTION_EXCEEDED)
-        if any(covered_by(c, tuple(retention.register_categories)) for c in ctx.categories):
-            recorded_day = london_date(recorded)
-            if age_on(recorded_day, ctx.day) >= retention.register_years:
-                reasons.add(R.RETENTION_EXCEEDED)
+        register = any(covered_by(c, idx.register_categories) for c in ctx.categories)
+        if register and age_on(london_date(recorded), ctx.day) >= retention.register_years:
+            reasons.add(R.RETENTION_EXCEEDED)
+
+
+def _check_channel(ctx: _Flow) -> None:
+    flow, reasons, idx = ctx.flow, ctx.reasons, ctx.idx
     ctx.rules.append("6.13.channel")
-    channels = policy.channels
-    safeguarding = any(covered_by(c, tuple(channels.safeguarding_categories)) for c in ctx.categories)
-    bulk = max(flow.record_count, len(flow.subjects)) >= channels.bulk_threshold
-    if (ctx.art9 or ctx.art10 or safeguarding or bulk) and flow.channel not in ctx.idx.secure_channels:
+    safeguarding = any(covered_by(c, idx.safeguarding_categories) for c in ctx.categories)
+    bulk = max(flow.record_count, len(flow.subjects)) >= idx.policy.channels.bulk_threshold
+    if (ctx.art9 or ctx.art10 or safeguarding or bulk) and flow.channel not in idx.secure_channels:
         reasons.add(R.INSECURE_CHANNEL)
-    cp_file = [c for c in ctx.categories if covered_by(c, tuple(channels.cp_file_categories))]
-    if cp_file:
+    if any(covered_by(c, idx.cp_file_categories) for c in ctx.categories):
         # The CP file goes separately from the main file, to the DSL (KCSIE; §6.13).
-        allowed = (*channels.safeguarding_categories, "identity")
+        allowed = idx.safeguarding_categories | {"identity"}
         if not flow.addressed_to_dsl or not all(covered_by(c, allowed) for c in ctx.categories):
             reasons.add(R.INSECURE_CHANNEL)
 

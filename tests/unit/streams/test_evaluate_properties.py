@@ -8,6 +8,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.decisions import Decision
 from schemas.events import DataFlow, Fact
 from schemas.policy import Policy, load_policy
 from streams import builders as b
@@ -142,6 +143,8 @@ def test_evaluation_is_deterministic(flow: DataFlow, facts: list[Fact]) -> None:
     first = evaluate(flow, state, POLICY)
     second = evaluate(flow, state, POLICY)
     assert first.model_dump_json() == second.model_dump_json()
+    # Decisions are assembled without validation on the hot path; they must still be valid decisions.
+    assert Decision.model_validate_json(first.model_dump_json()) == first
     assert judged(flow, facts) == (first.verdict, first.reasons, first.decision_id)
 
 

@@ -1,0 +1,146 @@
+"""Decisions per second on one core: JSON bytes in -> validated -> evaluated -> decision JSON out.
+
+Run: `.venv/bin/python bench/evaluate.py [--pupils N] [--flows N] [--seconds S]`. Prints the figures; the
+target is >= 50,000 decisions/s for realistic single-subject flows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from schemas.events import DataFlow, parse_event  # noqa: E402
+from schemas.policy import load_policy  # noqa: E402
+from streams import builders as b  # noqa: E402
+from streams.evaluate import evaluate  # noqa: E402
+from streams.state import State  # noqa: E402
+
+# (recipient, purpose, categories, channel): the everyday single-subject flows of a school.
+TEMPLATES = [
+    ("sims", "mis_sync", ["identity", "attendance"], "encrypted_api"),
+    ("parentpay", "parent_payments", ["identity.name", "parent_contact", "financial"], "encrypted_api"),
+    ("peripatetic-music", "music_tuition", ["identity", "contact"], "encrypted_email"),
+    ("trust-website", "promotional_photo", ["photographs", "identity.name"], "encrypted_portal"),
+    ("meal-provider", "school_meals", ["identity.name", "health.allergy"], "encrypted_portal"),
+    ("edtech-software", "edtech", ["identity.name", "edtech_account"], "encrypted_api"),
+    ("local-authority", "safeguarding", ["identity", "safeguarding"], "encrypted_email"),
+    ("quizcloud", "edtech", ["identity.name", "edtech_account"], "encrypted_api"),
+]
+
+
+def typical_facts(pupil: str, rnd: random.Random) -> list[object]:
+    """A pupil's usual facts: birth date, enrolment, one parent with PR, two or three consents."""
+    year = rnd.randint(2007, 2020)
+    facts: list[object] = [
+        b.born(pupil, f"{year}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}"),
+        b.enrolled("2024-09-04T08:00Z", pupil, rnd.choice(["hawthorn-primary", "rose-valley"])),
+        b.standing("2024-09-04T08:00Z", pupil, f"parent-{pupil}", "mother", pr=True),
+        b.consent(
+            "2024-09-05T18:00Z",
+            pupil,
+            None,
+            "promotional_photo",
+            ["photographs", "identity.name"],
+            recipient_class="publication",
+            by=f"parent-{pupil}",
+        ),
+        b.consent(
+            "2024-09-05T18:00Z",
+            pupil,
+            "peripatetic-music",
+            "music_tuition",
+            ["identity", "contact"],
+            by=f"parent-{pupil}",
+        ),
+    ]
+    if rnd.random() < 0.3:
+        facts.append(b.withdrawal("2025-01-10T12:00Z", pupil, recipient="peripatetic-music", by=f"parent-{pupil}"))
+    return facts
+
+
+def build(pupils: int, flows: int, seed: int = 7) -> tuple[State, list[bytes]]:
+    """A state with `pupils` pupils and `flows` distinct flow payloads about them."""
+    rnd = random.Random(seed)
+    state = State(cache_size=pupils)
+    for recipient in ("sims", "parentpay", "meal-provider", "edtech-software", "quizcloud"):
+        state.apply(b.agreement("2019-01-01T00:00Z", recipient, valid_until="2030-12-31T00:00Z"))
+    state.apply(b.agreement("2019-01-01T00:00Z", "peripatetic-music", "dsa", valid_until="2030-12-31T00:00Z"))
+    for n in range(pupils):
+        for fact in typical_facts(f"pupil-{n:07d}", rnd):
+            state.apply(fact)  # type: ignore[arg-type]
+    payloads = []
+    for n in range(flows):
+        recipient, purpose, categories, channel = rnd.choice(TEMPLATES)
+        day = f"2025-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}"
+        when = f"{day}T{rnd.randint(7, 17):02d}:{rnd.randint(0, 59):02d}:00Z"
+        flow = b.flow(
+            when,
+            recipient,
+            purpose,
+            categories,
+            subjects=[f"pupil-{rnd.randrange(pupils):07d}"],
+            channel=channel,
+            event_id=f"flow-{n:08d}",
+            emitted=when,
+        )
+        payloads.append(flow.model_dump_json().encode())
+    return state, payloads
+
+
+def measure(label: str, seconds: float, step: object) -> float:
+    """Run `step(i)` repeatedly for about `seconds`; returns calls per second."""
+    gc.collect()
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(1000):
+            step(count)  # type: ignore[operator]
+            count += 1
+        if time.perf_counter() >= deadline:
+            break
+    rate = count / (time.perf_counter() - start)
+    print(f"  {label:<46} {rate:>10,.0f} /s   {1e6 / rate:7.2f} us each")
+    return rate
+
+
+def main() -> int:
+    """Build state and payloads, then measure each stage and the whole path."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pupils", type=int, default=20_000)
+    parser.add_argument("--flows", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    policy = load_policy(ROOT / "policy")
+    t0 = time.perf_counter()
+    state, payloads = build(args.pupils, args.flows)
+    print(f"built state for {args.pupils:,} pupils and {len(payloads):,} flows in {time.perf_counter() - t0:.1f}s")
+    flows = [parse_event(p) for p in payloads]
+    assert all(isinstance(f, DataFlow) for f in flows)
+    decisions = [evaluate(f, state, policy) for f in flows]  # type: ignore[arg-type]
+    violations = sum(d.verdict == "violation" for d in decisions)
+    print(f"verdicts: {len(decisions) - violations:,} allowed, {violations:,} violations")
+    n = len(payloads)
+    print("one core, single-subject flows:")
+    measure("validate (parse_event on JSON bytes)", args.seconds, lambda i: parse_event(payloads[i % n]))
+    measure("evaluate (pure function)", args.seconds, lambda i: evaluate(flows[i % n], state, policy))  # type: ignore[arg-type]
+    measure("serialise decision (model_dump_json)", args.seconds, lambda i: decisions[i % n].model_dump_json())
+    rate = measure(
+        "end to end: bytes -> decision JSON",
+        args.seconds,
+        lambda i: evaluate(parse_event(payloads[i % n]), state, policy).model_dump_json().encode(),  # type: ignore[arg-type]
+    )
+    target = 50_000
+    print(f"decisions/s (one core): {rate:,.0f}   target {target:,}: {'met' if rate >= target else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
