@@ -82,30 +82,42 @@ def build_app(settings: Settings, decide: Decide, metrics: WorkerMetrics) -> fau
         metrics.dead_letters.labels(stage=letter.stage).inc()
         log.warning("dead letter %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
 
+    async def judge_one(message: Any) -> None:
+        try:
+            flow = parse_event(message.value)
+        except ValidationError as exc:
+            await send_dead_letter(message, describe_validation_error(exc))
+            return
+        except (ValueError, UnicodeDecodeError) as exc:
+            await send_dead_letter(message, f"unreadable event: {exc}")
+            return
+        if not isinstance(flow, DataFlow):
+            await send_dead_letter(message, f"a {flow.kind!r} event on the flows topic")
+            return
+        metrics.events_in.labels(kind="flow").inc()
+        decision = decide(flow, datetime.now(UTC))
+        payload = decision.model_dump_json().encode()
+        await decisions.send(key=flow.partition_key(), value=payload)
+        if decision.verdict == "violation":
+            await violations.send(key=flow.partition_key(), value=payload)
+            metrics.violations.labels(reason=decision.reasons[0] if decision.reasons else "UNSPECIFIED").inc()
+        metrics.decisions.labels(verdict=decision.verdict).inc()
+        metrics.decision_latency.observe(max(0.0, (decision.decided_at - flow.emitted_at).total_seconds()))
+
     @app.agent(flows, name="judge-flows")
     async def judge(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
+        # Acks are manual: faust would otherwise ack (and later commit) a message whose handling raised.
+        async for event in stream.noack().events():
             try:
-                flow = parse_event(message.value)
-            except ValidationError as exc:
-                await send_dead_letter(message, describe_validation_error(exc))
-                continue
-            except (ValueError, UnicodeDecodeError) as exc:
-                await send_dead_letter(message, f"unreadable event: {exc}")
-                continue
-            if not isinstance(flow, DataFlow):
-                await send_dead_letter(message, f"a {flow.kind!r} event on the flows topic")
-                continue
-            metrics.events_in.labels(kind="flow").inc()
-            decision = decide(flow, datetime.now(UTC))
-            payload = decision.model_dump_json().encode()
-            await decisions.send(key=flow.partition_key(), value=payload)
-            if decision.verdict == "violation":
-                await violations.send(key=flow.partition_key(), value=payload)
-                metrics.violations.labels(reason=decision.reasons[0] if decision.reasons else "UNSPECIFIED").inc()
-            metrics.decisions.labels(verdict=decision.verdict).inc()
-            metrics.decision_latency.observe(max(0.0, (decision.decided_at - flow.emitted_at).total_seconds()))
+                await judge_one(event.message)
+            except Exception as exc:
+                # A violation is a value; an exception here is a bug or an outage. Stop the worker loudly and
+                # leave the message unacknowledged, so a fixed worker judges it; faust would restart the agent
+                # past it.
+                log.critical("judging %s failed; stopping the worker", event.message.tp, exc_info=True)
+                await app.crash(exc)
+                raise
+            event.ack()
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

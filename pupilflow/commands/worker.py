@@ -29,6 +29,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # A missing source topic would leave the agent silently idle; create the topics (idempotent) first.
     ensure_topics(settings)
     app = build_app(settings, placeholder_decision, WorkerMetrics())
-    worker = faust.Worker(app, loglevel=args.loglevel, redirect_stdouts=False)
-    worker.execute_from_commandline()
-    return 0
+    return serve(app, args.loglevel)
+
+
+def serve(app: faust.App, loglevel: str = "info") -> int:
+    """Run a faust worker for `app` until it stops; 1 when it stopped because the app crashed."""
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    code: int | str | None = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code
+    # mode exits 0 even after an agent crashed the app; a crash must be loud, for supervisors and operators.
+    if app.crashed:
+        logging.getLogger(__name__).critical("the worker stopped after a crash: %r", app.crash_reason)
+        return 1
+    return code if isinstance(code, int) else 1
