@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from schemas.decisions import ReasonCode
+
 # Decision latency spans sub-millisecond local runs to seconds under back-pressure.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -40,5 +42,8 @@ class WorkerMetrics:
         # Pre-bind the labels we know so dashboards see zeros instead of missing series.
         for verdict in ("allowed", "violation"):
             self.decisions.labels(verdict=verdict)
+        # Every reason starts at 0, so `increase()` in alert rules sees the first violation after a restart.
+        for reason in ReasonCode:
+            self.violations.labels(reason=reason.value)
         self.dead_letters.labels(stage="validate")
         self.events_in.labels(kind="flow")
