@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from pupilflow import stack
+from pupilflow.children import settings_env
 from pupilflow.stack.process import is_alive, port_is_free
 from pupilflow.stack.web import http
 from schemas.errors import PrerequisiteMissing
@@ -164,6 +167,29 @@ def test_prometheus_loads_the_rules_and_scrapes_worker_and_sink(
     assert f"http://127.0.0.1:{settings.sink_metrics_port}/metrics" in targets
     status, body = http(f"http://127.0.0.1:{settings.prometheus_port}/api/v1/alertmanagers")
     assert f"127.0.0.1:{settings.alertmanager_port}" in body
+
+
+def test_demo_runs_flows_end_to_end_on_the_stack(first_up: stack.StackReport, settings: Settings) -> None:
+    """The README's first command: flows become rows in ClickHouse and counts on /metrics."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pupilflow.cli", "demo", "--timeout", "120"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    rows = [line for line in out.splitlines() if line.startswith("demo-")]
+    assert len(rows) == 5, out
+    assert "dead letter: invalid event" in out
+    decided = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in out.splitlines()
+        if line.strip().startswith("pupilflow_decisions_total")
+    )
+    assert decided == 5, out
+    assert "already running" in done.stderr + out or "running" in out
 
 
 def test_down_stops_every_process_of_ours(first_up: stack.StackReport, settings: Settings) -> None:
