@@ -3,7 +3,8 @@
 Two forms share one layout per section: *portable* bytes carry their own table of vocabulary strings (what a
 faust table stores; readable by any process), *vocab* bytes refer to a process-wide `Vocabulary` (denser:
 what the in-memory `State` keeps). Integers are varints; times are whole seconds when they can be, else
-microseconds; a canonical UUID id costs 16 bytes.
+microseconds (from 2000-01-01, in minutes when they can be); a canonical UUID id costs 16 bytes, and an id
+repeated within one subject (a parent who gave several consents) is stored once.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever a layout changes; decoders refuse other versions."""
 
 # One letter per field: T time, t optional time, S id string, s optional id string, V vocabulary string,
@@ -67,28 +68,60 @@ def _unzigzag(value: int) -> int:
     return value >> 1 if not value & 1 else -((value + 1) >> 1)
 
 
+_BASE_US = 946_684_800_000_000  # 2000-01-01T00:00Z: keeps today's times in four varint bytes
+_MINUTE_US = 60_000_000
+
+
 def _time(out: bytearray, micros: int) -> None:
-    seconds, rest = divmod(micros, 1_000_000)
-    _varint(out, _zigzag(seconds * 2 if rest == 0 else micros * 2 + 1))
+    # Two tag bits: whole minutes (most facts), whole seconds, or exact microseconds.
+    rel = micros - _BASE_US
+    if rel % _MINUTE_US == 0:
+        value = (rel // _MINUTE_US) * 4
+    elif rel % 1_000_000 == 0:
+        value = (rel // 1_000_000) * 4 + 1
+    else:
+        value = rel * 4 + 2
+    _varint(out, _zigzag(value))
 
 
-def _id(out: bytearray, text: str) -> None:
-    if len(text) == 36 and text[8] == "-":
-        try:
-            parsed = uuid.UUID(text)
-        except ValueError:
-            parsed = None
-        if parsed is not None and str(parsed) == text:
-            out.append(1)
-            out += parsed.bytes
+class _Writer:
+    """Encodes one blob; ids seen before in the same blob are written as back-references."""
+
+    __slots__ = ("code", "ids", "out")
+
+    def __init__(self, code: Any) -> None:
+        self.out = bytearray()
+        self.code = code
+        self.ids: dict[str, int] = {}
+
+    def ident(self, text: str | None) -> None:
+        # Header: 0 none; 3k+1 back-reference k; 2 a canonical UUID (16 bytes); 3n raw UTF-8 of n bytes.
+        out = self.out
+        if text is None:
+            out.append(0)
             return
-    raw = text.encode()
-    _varint(out, len(raw) * 2)
-    out += raw
+        seen = self.ids.get(text)
+        if seen is not None:
+            _varint(out, 3 * seen + 1)
+            return
+        self.ids[text] = len(self.ids)
+        if len(text) == 36 and text[8] == "-":
+            try:
+                parsed = uuid.UUID(text)
+            except ValueError:
+                parsed = None
+            if parsed is not None and str(parsed) == text:
+                out.append(2)
+                out += parsed.bytes
+                return
+        raw = text.encode()
+        _varint(out, 3 * len(raw))
+        out += raw
 
 
 def _encode(sections: list[list[tuple[Any, ...]]], code: Any) -> bytearray:
-    out = bytearray()
+    writer = _Writer(code)
+    out = writer.out
     for layout, records in zip(LAYOUTS, sections, strict=True):
         _varint(out, len(records))
         for record in records:
@@ -99,8 +132,8 @@ def _encode(sections: list[list[tuple[Any, ...]]], code: Any) -> bytearray:
                     _varint(out, code(value))
                 elif kind == "I":
                     _varint(out, value)
-                elif kind == "S":
-                    _id(out, value)
+                elif kind in ("S", "s"):
+                    writer.ident(value)
                 elif kind == "v":
                     _varint(out, 0 if value is None else code(value))
                 elif kind == "L":
@@ -109,11 +142,6 @@ def _encode(sections: list[list[tuple[Any, ...]]], code: Any) -> bytearray:
                         _varint(out, code(word))
                 elif kind == "B":
                     out.append(1 if value else 0)
-                elif kind == "s":
-                    if value is None:
-                        out.append(0)
-                    else:
-                        _id(out, value)
                 elif kind == "t":
                     if value is None:
                         out.append(0)
@@ -123,16 +151,17 @@ def _encode(sections: list[list[tuple[Any, ...]]], code: Any) -> bytearray:
                 elif kind == "l":
                     _varint(out, len(value))
                     for text in value:
-                        _id(out, text)
+                        writer.ident(text)
     return out
 
 
 class _Reader:
-    __slots__ = ("at", "raw")
+    __slots__ = ("at", "ids", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self.at = 0
+        self.ids: list[str] = []
 
     def varint(self) -> int:
         raw = self.raw
@@ -155,17 +184,28 @@ class _Reader:
 
     def time(self) -> int:
         value = _unzigzag(self.varint())
-        return value >> 1 if value & 1 else (value >> 1) * 1_000_000
+        tag, rest = value & 3, value >> 2
+        if tag == 0:
+            return rest * _MINUTE_US + _BASE_US
+        if tag == 1:
+            return rest * 1_000_000 + _BASE_US
+        return rest + _BASE_US
 
-    def ident(self, header: int) -> str:
-        if header == 1:
-            start = self.at
-            self.at += 16
-            return str(uuid.UUID(bytes=bytes(self.raw[start : self.at])))
-        length = header >> 1
+    def ident(self) -> str | None:
+        header = self.varint()
+        if header == 0:
+            return None
+        if header % 3 == 1:
+            return self.ids[header // 3]
         start = self.at
-        self.at += length
-        return self.raw[start : self.at].decode()
+        if header == 2:
+            self.at += 16
+            text = str(uuid.UUID(bytes=bytes(self.raw[start : self.at])))
+        else:
+            self.at += header // 3
+            text = bytes(self.raw[start : self.at]).decode()
+        self.ids.append(text)
+        return text
 
 
 def _decode(reader: _Reader, words: list[str]) -> list[list[tuple[Any, ...]]]:
@@ -181,8 +221,8 @@ def _decode(reader: _Reader, words: list[str]) -> list[list[tuple[Any, ...]]]:
                     fields.append(words[reader.varint()])
                 elif kind == "I":
                     fields.append(reader.varint())
-                elif kind == "S":
-                    fields.append(reader.ident(reader.varint()))
+                elif kind in ("S", "s"):
+                    fields.append(reader.ident())
                 elif kind == "v":
                     code = reader.varint()
                     fields.append(words[code] if code else None)
@@ -191,14 +231,11 @@ def _decode(reader: _Reader, words: list[str]) -> list[list[tuple[Any, ...]]]:
                 elif kind == "B":
                     fields.append(reader.raw[reader.at] == 1)
                     reader.at += 1
-                elif kind == "s":
-                    header = reader.varint()
-                    fields.append(reader.ident(header) if header else None)
                 elif kind == "t":
                     present = reader.varint()
                     fields.append(reader.time() if present else None)
                 elif kind == "l":
-                    fields.append(tuple(reader.ident(reader.varint()) for _ in range(reader.varint())))
+                    fields.append(tuple(reader.ident() for _ in range(reader.varint())))
             records.append(tuple(fields))
         sections.append(records)
     return sections

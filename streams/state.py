@@ -47,6 +47,7 @@ from schemas.events import (
     SharingAgreement,
 )
 from streams import packing
+from streams.store import SubjectStore
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_LATENESS = timedelta(hours=48)
@@ -380,7 +381,7 @@ class State:
     __slots__ = ("_cache", "_cache_size", "_notices", "_recipients", "_subjects", "lateness_us", "vocabulary")
 
     def __init__(self, lateness: timedelta = DEFAULT_LATENESS, cache_size: int = 65_536) -> None:
-        self._subjects: dict[str, bytes] = {}
+        self._subjects = SubjectStore()
         self._cache: OrderedDict[str, SubjectState] = OrderedDict()
         self._cache_size = cache_size
         self._recipients: dict[str, RecipientState] = {}
@@ -413,8 +414,13 @@ class State:
             self._cache.popitem(last=False)
 
     def _store(self, subject_id: str, subject: SubjectState) -> None:
-        self._subjects[subject_id] = subject.pack(self.vocabulary)
+        self._subjects.put(subject_id, subject.pack(self.vocabulary))
         self._remember(subject_id, subject)
+
+    def put_packed(self, subject_id: str, packed: bytes) -> None:
+        """Store a subject already packed with this state's `vocabulary` (bulk loads, benchmarks)."""
+        self._cache.pop(subject_id, None)
+        self._subjects.put(subject_id, packed)
 
     def put_subject(self, subject_id: str, subject: SubjectState) -> None:
         """Replace one subject's state (e.g. restored from a faust table)."""

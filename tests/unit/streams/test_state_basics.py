@@ -84,3 +84,42 @@ def test_agreements_live_in_recipient_state() -> None:
     state.apply(agreement("2024-01-01T00:00Z", "sims", agreement_id="a-1"))
     assert [a[1] for a in state.recipient("sims").agreements] == ["a-1"]
     assert state.recipient("cpoms").agreements == []
+
+
+def test_times_of_every_resolution_survive_packing() -> None:
+    from streams import packing
+
+    times = [
+        0,
+        -1,
+        -60_000_000,
+        946_684_800_000_000,
+        1_717_000_000_000_000,
+        1_717_000_000_000_001,
+        1_717_000_000_500_000,
+        1_717_000_020_000_000,
+        4_102_444_800_000_000,
+    ]
+    sections = [[] for _ in packing.LAYOUTS]
+    sections[4] = [(t, f"objection-{i}") for i, t in enumerate(times)]
+    assert packing.loads_portable(packing.dumps_portable(sections)) == sections
+
+
+def test_repeated_ids_are_stored_once() -> None:
+    state = State()
+    for n in range(3):
+        state.apply(
+            consent(
+                "2024-01-01T00:00Z", "p-1", "r", "p", ["identity"], by="a-rather-long-parent-id", consent_id=f"c-{n}"
+            )
+        )
+    packed = state.subject("p-1").to_bytes()
+    assert packed.count(b"a-rather-long-parent-id") == 1
+
+
+def test_put_packed_restores_a_subject() -> None:
+    state = State()
+    state.apply(born("p-1", "2010-02-28"))
+    packed = state.subject("p-1").pack(state.vocabulary)
+    state.put_packed("p-2", packed)
+    assert state.subject("p-2") == state.subject("p-1")
