@@ -117,26 +117,26 @@ def clickhouse(settings: Settings) -> Iterator[Any]:
     client.command(f"DROP DATABASE IF EXISTS {client.database}")
 
 
+def running(child: Child) -> Iterator[Child]:
+    """Start a pipeline process for a fixture, fail the test with its log if it does not come up, stop it after."""
+    try:
+        child.start()
+    except ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield child
+    child.stop()
+
+
 @pytest.fixture(scope="session")
 def worker(kafka: Settings) -> Iterator[Child]:
     """The stream worker, ready when its /healthz answers."""
-    try:
-        proc = children.worker(kafka, kafka.home / "worker.log").start()
-    except ServiceUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield proc
-    proc.stop()
+    yield from running(children.worker(kafka, kafka.home / "worker.log"))
 
 
 @pytest.fixture(scope="session")
 def sink(kafka: Settings, clickhouse: Any) -> Iterator[Child]:
     """The ClickHouse sink, ready when its /metrics answers."""
-    try:
-        proc = children.sink(kafka, kafka.home / "sink.log").start()
-    except ServiceUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield proc
-    proc.stop()
+    yield from running(children.sink(kafka, kafka.home / "sink.log"))
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
