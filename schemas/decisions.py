@@ -91,6 +91,7 @@ DECISION_NAMESPACE = uuid.UUID("0b6f4bde-3f3e-5d61-9a1f-2f1d7c0e5a10")
 
 
 _NAMESPACE_BYTES = DECISION_NAMESPACE.bytes
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
 def decision_id_for(
@@ -101,11 +102,9 @@ def decision_id_for(
     Exactly `uuid.uuid5(DECISION_NAMESPACE, material)`, computed without building a `UUID` (hot path).
     """
     material = "|".join([flow_event_id, policy_digest, ",".join(reasons), ",".join(facts), supersedes or ""])
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + material.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + material.encode()).hexdigest()
+    # RFC 4122: version 5 in the 13th hex digit, variant 10xx in the 17th.
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 class DeadLetter(Model):

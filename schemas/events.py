@@ -71,7 +71,12 @@ class Model(BaseModel):
 
     @classmethod
     def trusted(cls, **values: Any) -> Self:
-        """Build without validation from values the caller guarantees valid, giving every field.
+        """Build without validation from values the caller guarantees valid (see `trusted_from`)."""
+        return cls.trusted_from(values)
+
+    @classmethod
+    def trusted_from(cls, values: dict[str, Any]) -> Self:
+        """Build without validation from a dict the caller guarantees valid, giving every field; it is kept.
 
         For hot paths that assemble a model from already-validated parts (a decision from a validated flow);
         it does what `model_construct` does, minus the per-field default handling. Anything short of every
@@ -440,6 +445,11 @@ _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 def parse_event(raw: bytes | str) -> Event:
     """Validate one JSON event; raises `pydantic.ValidationError` with field paths when it is invalid."""
     return _EVENT_ADAPTER.validate_json(raw)
+
+
+def parse_flow(raw: bytes | str) -> DataFlow:
+    """Validate one JSON data flow (the flows topic carries nothing else; skips the union dispatch)."""
+    return DataFlow.model_validate_json(raw)
 
 
 def effective_at(fact: Fact) -> datetime:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
         default="", description="Where the local Alertmanager posts alerts (the DPO notifier); '' = nowhere."
     )
     policy_dir: Path = Field(default=Path("policy"), description="The Trust's policy register (YAML).")
+    lateness_hours: float = Field(
+        default=48.0, ge=24.0, description="How late a fact may arrive and still re-open flows (RULES.md §2)."
+    )
     consumer_group: str = "pupilflow-worker"
     sink_group: str = "pupilflow-sink"
     sink_batch_max_rows: int = Field(default=10_000, ge=1)

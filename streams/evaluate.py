@@ -24,6 +24,7 @@ reason codes is the rank in `schemas.decisions.ReasonCode` (most specific first,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -128,6 +129,7 @@ class _Flow:
         "recipient",
         "rules",
         "state",
+        "static_reasons",
         "t",
     )
 
@@ -139,6 +141,7 @@ class _Flow:
         self.day = london_date(self.t)
         self.categories: list[str] = list(dict.fromkeys(flow.categories))
         self.reasons: set[str] = set()
+        self.static_reasons: frozenset[str] = frozenset()
         self.facts: list[str] = []
         self.rules: list[str] = []
         self.recipient: RecipientDef | None = None
@@ -146,9 +149,9 @@ class _Flow:
         self.group = ""
         self.kind = ""
         self.purpose = flow.purpose
-        self.ordinary: list[str] = []
-        self.art9: list[str] = []
-        self.art10: list[str] = []
+        self.ordinary: tuple[str, ...] = ()
+        self.art9: tuple[str, ...] = ()
+        self.art10: tuple[str, ...] = ()
 
     def age(self, subject: SubjectState, micros: int | None = None) -> int | None:
         birth = subject.birth_date()
@@ -169,6 +172,7 @@ def evaluate(
     """Judge one flow on the facts as they stood at its `occurred_at`; never raises for a violation."""
     ctx = _Flow(flow, state, policy.index)
     _check_flow(ctx)
+    ctx.reasons = set(ctx.static_reasons) | ctx.reasons if ctx.static_reasons else ctx.reasons
     verdicts: list[SubjectVerdict] = []
     subject_reasons: dict[str, set[str]] = {}
     for subject in flow.subjects:
@@ -184,39 +188,43 @@ def evaluate(
         all_reasons |= own
         reasons = ordered(ctx.reasons | own)
         verdicts.append(
-            SubjectVerdict.trusted(
-                subject_id=subject.id,
-                subject_kind=subject.kind,
-                verdict="violation" if reasons else "allowed",
-                reasons=reasons,
+            SubjectVerdict.trusted_from(
+                {
+                    "subject_id": subject.id,
+                    "subject_kind": subject.kind,
+                    "verdict": "violation" if reasons else "allowed",
+                    "reasons": reasons,
+                }
             )
         )
     reasons = ordered(all_reasons)
     facts = list(dict.fromkeys(ctx.facts))
     digest = policy.digest
     verdict: Verdict = "violation" if reasons else "allowed"
-    return Decision.trusted(
-        decision_id=decision_id_for(flow.event_id, digest, reasons, facts, supersedes),
-        flow_event_id=flow.event_id,
-        verdict=verdict,
-        reasons=reasons,
-        explanation=_explain(ctx, verdict, reasons, verdicts),
-        recipient=flow.recipient,
-        purpose=flow.purpose,
-        categories=list(flow.categories),
-        subject_ids=[s.id for s in flow.subjects],
-        occurred_at=flow.occurred_at,
-        decided_at=decided_at or flow.emitted_at,
-        emitted_at=flow.emitted_at,
-        source_connector=flow.source.connector,
-        source_sequence=flow.source.sequence,
-        policy_digest=digest,
-        notice_version=state.notice_version_at(ctx.t, policy.trust.notice_version),
-        supersedes=supersedes,
-        rule_ids=ctx.rules,
-        facts_relied_on=facts,
-        disclosures=verdicts,
-        revision=revision,
+    return Decision.trusted_from(
+        {
+            "decision_id": decision_id_for(flow.event_id, digest, reasons, facts, supersedes),
+            "flow_event_id": flow.event_id,
+            "verdict": verdict,
+            "reasons": reasons,
+            "explanation": _explain(ctx, verdict, reasons, verdicts),
+            "recipient": flow.recipient,
+            "purpose": flow.purpose,
+            "categories": list(flow.categories),
+            "subject_ids": [s.id for s in flow.subjects],
+            "occurred_at": flow.occurred_at,
+            "decided_at": decided_at or flow.emitted_at,
+            "emitted_at": flow.emitted_at,
+            "source_connector": flow.source.connector,
+            "source_sequence": flow.source.sequence,
+            "policy_digest": digest,
+            "notice_version": state.notice_version_at(ctx.t, policy.trust.notice_version),
+            "supersedes": supersedes,
+            "rule_ids": ctx.rules,
+            "facts_relied_on": facts,
+            "disclosures": verdicts,
+            "revision": revision,
+        }
     )
 
 
@@ -237,18 +245,21 @@ def _check_flow(ctx: _Flow) -> None:
     static = memo.get(key)
     if static is None:
         _static_checks(ctx)
+        ctx.ordinary, ctx.art9, ctx.art10 = tuple(ctx.ordinary), tuple(ctx.art9), tuple(ctx.art10)
         static = (
             ctx.recipient, ctx.grant, ctx.kind, ctx.group, frozenset(ctx.reasons), tuple(ctx.rules),
-            tuple(ctx.ordinary), tuple(ctx.art9), tuple(ctx.art10),
+            ctx.ordinary, ctx.art9, ctx.art10,
         )  # fmt: skip
         if len(memo) >= 100_000:
             memo.clear()
         memo[key] = static
     else:
         ctx.recipient, ctx.grant, ctx.kind, ctx.group = static[0], static[1], static[2], static[3]
-        ctx.reasons = set(static[4])
         ctx.rules = list(static[5])
-        ctx.ordinary, ctx.art9, ctx.art10 = list(static[6]), list(static[7]), list(static[8])
+        ctx.ordinary, ctx.art9, ctx.art10 = static[6], static[7], static[8]
+    # Flow-level reasons found so far are the static ones; the dynamic checks below add to a fresh set.
+    ctx.static_reasons = static[4]
+    ctx.reasons = set()
     if ctx.grant is not None and ctx.recipient is not None:
         _dynamic_checks(ctx, ctx.grant, ctx.recipient)
 
@@ -328,6 +339,9 @@ def _classify_and_check_categories(ctx: _Flow, grant: GrantIndex) -> None:
     stated = flow.condition
     stated_ok = stated is None or stated in grant.art9_conditions or stated in grant.art10_conditions
     needs_explicit = grant.grant.consent in ("required", "art9_explicit")
+    ordinary: list[str] = []
+    art9: list[str] = []
+    art10: list[str] = []
     for category in ctx.categories:
         cls = idx.category_class(category)
         if cls is None:
@@ -335,7 +349,7 @@ def _classify_and_check_categories(ctx: _Flow, grant: GrantIndex) -> None:
             continue
         permitted = idx.permits(grant, category)
         if cls == "art9":
-            ctx.art9.append(category)
+            art9.append(category)
             if not permitted:
                 reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
                 reasons.add(R.SPECIAL_CATEGORY_WITHOUT_CONDITION)
@@ -346,16 +360,17 @@ def _classify_and_check_categories(ctx: _Flow, grant: GrantIndex) -> None:
             else:
                 reasons.add(R.SPECIAL_CATEGORY_WITHOUT_CONDITION)
         elif cls == "art10":
-            ctx.art10.append(category)
+            art10.append(category)
             if not permitted:
                 reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
                 reasons.add(R.CRIMINAL_DATA_WITHOUT_CONDITION)
             elif not grant.art10_conditions or not stated_ok:
                 reasons.add(R.CRIMINAL_DATA_WITHOUT_CONDITION)
         else:
-            ctx.ordinary.append(category)
+            ordinary.append(category)
             if not permitted:
                 reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
+    ctx.ordinary, ctx.art9, ctx.art10 = tuple(ordinary), tuple(art9), tuple(art10)
     if flow.unredacted_third_party_data:
         reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # third parties' data left unredacted (§6.2)
 
@@ -367,9 +382,12 @@ def _check_agreement(ctx: _Flow, grant: GrantIndex, recipient: RecipientDef) -> 
     ctx.rules.append("6.1.agreement")
     accepted = _SATISFIES[need]
     t = ctx.t
-    candidates = ctx.state.recipient(ctx.flow.recipient).agreements
+    own = ctx.state.recipient(ctx.flow.recipient)
+    candidates = own.agreements
+    registered = own
     if ctx.flow.recipient != recipient.key:
-        candidates = candidates + ctx.state.recipient(recipient.key).agreements
+        registered = ctx.state.recipient(recipient.key)
+        candidates = candidates + registered.agreements
     signed = False
     for rec in candidates:
         signed_t, agreement_id, kind, valid_from, valid_until, purposes, cats = rec
@@ -377,11 +395,11 @@ def _check_agreement(ctx: _Flow, grant: GrantIndex, recipient: RecipientDef) -> 
         if signed_t > t or kind not in accepted or (purposes and ctx.purpose not in purposes):
             continue
         signed = True
-        in_force = valid_from <= t and (valid_until is None or t <= valid_until)
-        state = ctx.state.recipient(ctx.flow.recipient)
-        if in_force and not (
-            state.terminated(agreement_id, t) or ctx.state.recipient(recipient.key).terminated(agreement_id, t)
-        ):
+        if valid_from <= t and (valid_until is None or t <= valid_until):
+            if (own.terminations and own.terminated(agreement_id, t)) or (
+                registered.terminations and registered.terminated(agreement_id, t)
+            ):
+                continue
             ctx.facts.append(agreement_id)
             if cats and not all(covered_by(c, cats) for c in ctx.categories):
                 ctx.reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # beyond the contract's scope
@@ -492,7 +510,7 @@ def _touches(ctx: _Flow, recipient: str | None, rclass: str | None, purpose: str
     return True
 
 
-def _consent_covers(ctx: _Flow, rec: tuple[Any, ...], needed: list[str]) -> bool:
+def _consent_covers(ctx: _Flow, rec: tuple[Any, ...], needed: Sequence[str]) -> bool:
     recipient, rclass, purpose, cats = rec[5], rec[6], rec[7], rec[8]
     if purpose != ctx.purpose:
         return False
@@ -556,6 +574,8 @@ def _pupil_competent(ctx: _Flow, sstate: SubjectState) -> bool:
 def _ended(ctx: _Flow, subject: Subject, sstate: SubjectState, rec: tuple[Any, ...]) -> bool:
     """Was this consent withdrawn (or refused again by its giver) at or before the flow?"""
     t, given, consent_id, giver = ctx.t, rec[0], rec[1], rec[2]
+    # A pupil's own (valid) consent is theirs to withdraw: a parent cannot override a competent child's decision.
+    own = giver == subject.id or rec[3] == "self"
     for w in sstate.withdrawals:
         if w[0] > t:
             break
@@ -566,7 +586,7 @@ def _ended(ctx: _Flow, subject: Subject, sstate: SubjectState, rec: tuple[Any, .
                 continue
         elif not _touches(ctx, w[5], w[6], w[7], w[8]):
             continue
-        if w[2] == giver or _authorised(ctx, subject, sstate, w[2], w[3], w[4], w[0]):
+        if w[2] == giver or (not own and _authorised(ctx, subject, sstate, w[2], w[3], w[4], w[0])):
             return True
     for r in sstate.refusals:
         if r[0] > t:
@@ -614,7 +634,7 @@ def _pupil_veto(ctx: _Flow, sstate: SubjectState, subject: Subject) -> str | Non
 
 
 def _consent_outcome(
-    ctx: _Flow, subject: Subject, sstate: SubjectState, needed: list[str], explicit: bool
+    ctx: _Flow, subject: Subject, sstate: SubjectState, needed: Sequence[str], explicit: bool
 ) -> tuple[str, list[str]]:
     """("ok" | "withdrawn" | "unauthorised" | "absent", consent ids relied on)."""
     t = ctx.t

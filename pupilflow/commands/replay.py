@@ -25,7 +25,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write every decision as JSON lines here")
     parser.add_argument("--rejects", type=Path, default=None, help="write invalid lines (with line and reason) here")
     parser.add_argument("--compare-policy", type=Path, default=None, help="back-test another policy directory")
-    parser.add_argument("--lateness-hours", type=float, default=48.0, help="lateness window (at least 24)")
+    parser.add_argument(
+        "--lateness-hours", type=float, default=None, help="lateness window, at least 24 (default: settings)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -38,11 +40,12 @@ def _replay(events: Path, policy_dir: Path, lateness: timedelta) -> ReplayResult
 def run(args: argparse.Namespace, settings: Settings, stdout: TextIO | None = None) -> int:
     """Replay, write decisions and rejects, print a summary (and the differences under another policy)."""
     out = stdout or sys.stdout
-    if args.lateness_hours < 24:
+    hours = settings.lateness_hours if args.lateness_hours is None else args.lateness_hours
+    if hours < 24:
         raise ConfigurationError("--lateness-hours: must be at least 24 (RULES.md §2)")
     if not args.events.is_file():
         raise ConfigurationError(f"{args.events}: no such events file")
-    lateness = timedelta(hours=args.lateness_hours)
+    lateness = timedelta(hours=hours)
     policy_dir = args.policy or settings.policy_dir
     result = _replay(args.events, policy_dir, lateness)
     if args.out is not None:

@@ -62,3 +62,8 @@ def test_invalid_policy_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
 def test_missing_events_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", str(tmp_path / "none.jsonl")]) == 2
     assert "no such events file" in capsys.readouterr().err
+
+
+def test_lateness_below_24_hours_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(SAMPLE), "--lateness-hours", "12"]) == 2
+    assert "at least 24" in capsys.readouterr().err

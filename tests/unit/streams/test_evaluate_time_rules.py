@@ -283,3 +283,22 @@ def test_adult_pupil_consents_for_themselves(judge: Judge) -> None:
         pr=False,
     )
     assert judge(ben_music("2026-10-01T10:00Z"), BEN, BEN_PARENT, own).reasons == []
+
+
+def test_a_parent_cannot_withdraw_a_competent_pupils_own_consent(judge: Judge) -> None:
+    own = consent(
+        "2024-09-01T00:00Z",
+        "cal",
+        "peripatetic-music",
+        "music_tuition",
+        ["identity"],
+        by="cal",
+        relationship="self",
+        pr=False,
+    )
+    assessed = competence("2024-08-20T00:00Z", "cal")
+    parent_out = withdrawal("2024-09-05T00:00Z", "cal", recipient="peripatetic-music", by="mum-1")
+    the_flow = flow("2024-10-01T10:00Z", "peripatetic-music", "music_tuition", ["identity"], subjects=["cal"])
+    assert judge(the_flow, CAL, own, assessed, parent_out).reasons == []
+    own_out = withdrawal("2024-09-06T00:00Z", "cal", recipient="peripatetic-music", by="cal", relationship="self")
+    assert judge(the_flow, CAL, own, assessed, parent_out, own_out).reasons == ["CONSENT_WITHDRAWN"]
