@@ -837,24 +837,26 @@ def _check_retention(ctx: _Flow, grant: GrantIndex, sstate: SubjectState, out: s
 
 
 def _explain(ctx: _Flow, verdict: str, reasons: list[str], verdicts: list[SubjectVerdict]) -> str:
+    """One paragraph a DPO can read: what went where, the verdict, why, and what it rested on."""
     flow = ctx.flow
-    who = ctx.recipient.name if ctx.recipient is not None else f"unregistered recipient {flow.recipient!r}"
+    who = ctx.recipient.name if ctx.recipient is not None else f"an unregistered recipient ({flow.recipient})"
+    purpose = ctx.grant.purpose.label if ctx.grant is not None else flow.purpose
     count = len(verdicts)
-    subjects = f"{count} data subject" + ("" if count == 1 else "s")
+    subjects = "1 person" if count == 1 else f"{count} people"
     head = (
-        f"{'Violation' if reasons else 'Allowed'}: {', '.join(ctx.categories)} about {subjects} went to {who} "
-        f"for {flow.purpose} on {ctx.day.isoformat()} by {flow.channel}."
+        f"On {ctx.day.isoformat()} {', '.join(ctx.categories)} about {subjects} went to {who} "
+        f"for {purpose}, by {flow.channel}."
     )
+    relied = f" It relied on {', '.join(ctx.facts)}." if ctx.facts else ""
     if not reasons:
-        basis = ""
-        if ctx.grant is not None:
-            basis = f" The basis is {flow.lawful_basis or ctx.grant.grant.bases[0]}"
-            basis += f", relying on {', '.join(ctx.facts)}." if ctx.facts else "."
-        return head + basis
-    parts = [head, " Because " + "; ".join(_EXPLANATIONS[r] for r in reasons) + "."]
+        basis = flow.lawful_basis or (ctx.grant.grant.bases[0] if ctx.grant is not None else "")
+        return f"{head} Allowed under {basis}.{relied}"
+    because = "; ".join(_EXPLANATIONS[r] for r in reasons)
+    parts = [head, f" Violation: {because}."]
     if count > 1:
         bad = [v.subject_id for v in verdicts if v.reasons and set(v.reasons) - ctx.reasons]
         if bad:
             shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-            parts.append(f" {len(bad)} of {count} subjects are affected: {shown}.")
+            parts.append(f" {len(bad)} of {count} are affected: {shown}.")
+    parts.append(relied)
     return "".join(parts)

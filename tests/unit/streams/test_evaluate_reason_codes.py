@@ -809,3 +809,18 @@ def test_statutory_and_internal_flows_ignore_consent_state(judge: Judge, recipie
     share = flow(WHEN, recipient, purpose, ["identity", "attendance"], subjects=["ben"])
     withdrawn = withdrawal("2024-01-01T00:00Z", "ben", recipient=recipient, by="mum-9")
     assert judge(share, BEN, withdrawn).reasons == []
+
+
+def test_no_switching_basis_after_consent_is_withdrawn(judge: Judge) -> None:
+    out = withdrawal("2024-03-01T00:00Z", "ava", consent_id="c-music")
+    switched = music(lawful_basis="legitimate_interests")
+    assert judge(switched, AVA, MUSIC_CONSENT, out).reasons == ["CONSENT_WITHDRAWN", "NO_LAWFUL_BASIS"]
+
+
+def test_explanation_is_a_readable_paragraph(judge: Judge) -> None:
+    allowed = judge(music(), AVA, MUSIC_CONSENT)
+    assert "Peripatetic music teachers" in allowed.explanation
+    assert "Allowed under consent" in allowed.explanation
+    assert "c-music" in allowed.explanation
+    refused = judge(music(), AVA)
+    assert "Violation: no valid consent covered" in refused.explanation
