@@ -677,8 +677,10 @@ def _check_consent(ctx: _Flow, grant: GrantIndex, subject: Subject, sstate: Subj
     if need == "never":
         return
     ctx.rules.append("5.consent")
-    if need == "required" and (ctx.ordinary or ctx.art10):
-        status, ids = _consent_outcome(ctx, subject, sstate, ctx.ordinary + ctx.art10, explicit=False)
+    # Categories the recipient may not receive at all are a minimisation failure, not a consent failure.
+    needed = [c for c in ctx.ordinary + ctx.art10 if ctx.idx.permits(grant, c)] if need == "required" else []
+    if needed:
+        status, ids = _consent_outcome(ctx, subject, sstate, needed, explicit=False)
         ctx.facts.extend(ids)
         if status != "ok":
             lead = {"marketing": R.MARKETING_WITHOUT_CONSENT, "promotional_photo": R.PHOTO_WITHOUT_PERMISSION}.get(

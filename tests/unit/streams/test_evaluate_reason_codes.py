@@ -824,3 +824,8 @@ def test_explanation_is_a_readable_paragraph(judge: Judge) -> None:
     assert "c-music" in allowed.explanation
     refused = judge(music(), AVA)
     assert "Violation: no valid consent covered" in refused.explanation
+
+
+def test_category_outside_a_partners_set_is_minimisation_not_consent(judge: Judge) -> None:
+    extra = music(categories=["identity", "behaviour"])
+    assert judge(extra, AVA, MUSIC_CONSENT).reasons == ["CATEGORY_NOT_PERMITTED_FOR_RECIPIENT"]
