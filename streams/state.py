@@ -19,6 +19,7 @@ small cache of decoded subjects, so a million pupils fit in a couple of hundred 
 from __future__ import annotations
 
 import bisect
+import json
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -321,6 +322,24 @@ class SubjectState:
         """The inverse of `to_bytes`."""
         state = cls()
         for name, records in zip(SUBJECT_SECTIONS, packing.loads_portable(raw), strict=True):
+            setattr(state, name, records)
+        return state
+
+    def to_json(self) -> str:
+        """Compact JSON: non-empty sections as lists of records (for tables that prefer text, and debugging)."""
+        sections = {name: getattr(self, name) for name in SUBJECT_SECTIONS if getattr(self, name)}
+        return json.dumps(sections, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SubjectState:
+        """The inverse of `to_json`."""
+        data = json.loads(text)
+        state = cls()
+        for name, layout in zip(SUBJECT_SECTIONS, packing.LAYOUTS, strict=True):
+            records = [
+                tuple(tuple(value) if kind in "Ll" else value for kind, value in zip(layout, record, strict=True))
+                for record in data.get(name, [])
+            ]
             setattr(state, name, records)
         return state
 

@@ -175,10 +175,11 @@ def test_an_agreement_with_another_recipient_never_changes_a_verdict(flow: DataF
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(facts_about(), max_size=15))
-def test_subject_state_round_trips_through_both_encodings(facts: list[Fact]) -> None:
+def test_subject_state_round_trips_through_every_encoding(facts: list[Fact]) -> None:
     state = State()
     for fact in facts:
         state.apply(fact)
     subject = state.subject("p")
     assert SubjectState.from_bytes(subject.to_bytes()) == subject
+    assert SubjectState.from_json(subject.to_json()) == subject
     assert SubjectState.unpack(subject.pack(state.vocabulary), state.vocabulary) == subject
