@@ -161,3 +161,19 @@ def test_a_late_consent_can_turn_a_violation_into_allowed(policy: Policy) -> Non
 
 def test_compare_lists_flows_judged_differently(result: ReplayResult) -> None:
     assert compare(result, result) == []
+
+
+def test_a_late_agreement_reopens_flows_to_that_recipient_only(policy: Policy) -> None:
+    replayer = Replayer(policy)
+    sync = flow("2024-06-03T10:00Z", "sims", "mis_sync", ["identity"], subjects=["ava"], channel="encrypted_api")
+    other = flow("2024-06-03T10:00Z", "cpoms", "safeguarding_records", ["identity"], subjects=["ava"])
+    [first] = replayer.feed(sync)
+    [unrelated] = replayer.feed(other)
+    assert first.reasons == ["NO_SHARING_AGREEMENT"]
+    # The contract was signed the day before but only keyed in that evening.
+    late = agreement("2024-06-02T09:00Z", "sims", emitted="2024-06-03T18:00Z", valid_until="2027-06-01T00:00Z")
+    produced = replayer.feed(late)
+    assert [d.flow_event_id for d in produced] == [sync.event_id]
+    assert produced[0].verdict == "allowed"
+    assert produced[0].supersedes == first.decision_id
+    assert unrelated.reasons == ["NO_SHARING_AGREEMENT"]
