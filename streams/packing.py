@@ -2,14 +2,13 @@
 
 Two forms share one layout per section: *portable* bytes carry their own table of vocabulary strings (what a
 faust table stores; readable by any process), *vocab* bytes refer to a process-wide `Vocabulary` (denser:
-what the in-memory `State` keeps). Integers are varints; times are whole seconds when they can be, else
-microseconds (from 2000-01-01, in minutes when they can be); a canonical UUID id costs 16 bytes, and an id
-repeated within one subject (a parent who gave several consents) is stored once.
+what the in-memory `State` keeps). Integers are varints; times count from 2000-01-01 in whole minutes, whole
+seconds or microseconds, whichever is exact; a canonical UUID id costs 16 bytes, and an id repeated within one
+subject (a parent who gave several consents) is stored once.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 FORMAT_VERSION = 2
@@ -84,6 +83,17 @@ def _time(out: bytearray, micros: int) -> None:
     _varint(out, _zigzag(value))
 
 
+def _canonical_uuid(text: str) -> bytes | None:
+    """The 16 bytes of a lower-case, hyphenated UUID string; None for anything that would not round-trip."""
+    h = text.replace("-", "")
+    if len(h) != 32 or h != h.lower() or text != f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}":
+        return None
+    try:
+        return bytes.fromhex(h)
+    except ValueError:
+        return None
+
+
 class _Writer:
     """Encodes one blob; ids seen before in the same blob are written as back-references."""
 
@@ -106,138 +116,178 @@ class _Writer:
             return
         self.ids[text] = len(self.ids)
         if len(text) == 36 and text[8] == "-":
-            try:
-                parsed = uuid.UUID(text)
-            except ValueError:
-                parsed = None
-            if parsed is not None and str(parsed) == text:
+            packed = _canonical_uuid(text)
+            if packed is not None:
                 out.append(2)
-                out += parsed.bytes
+                out += packed
                 return
         raw = text.encode()
         _varint(out, 3 * len(raw))
         out += raw
 
 
-def _encode(sections: list[list[tuple[Any, ...]]], code: Any) -> bytearray:
-    writer = _Writer(code)
-    out = writer.out
-    for layout, records in zip(LAYOUTS, sections, strict=True):
-        _varint(out, len(records))
-        for record in records:
-            for kind, value in zip(layout, record, strict=True):
-                if kind == "T":
-                    _time(out, value)
-                elif kind == "V":
-                    _varint(out, code(value))
-                elif kind == "I":
-                    _varint(out, value)
-                elif kind in ("S", "s"):
-                    writer.ident(value)
+def _read_varint(raw: bytes, at: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        byte = raw[at]
+        at += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, at
+        shift += 7
+
+
+def _read_time(raw: bytes, at: int) -> tuple[int, int]:
+    value, at = _read_varint(raw, at)
+    value = value >> 1 if not value & 1 else -((value + 1) >> 1)
+    tag, rest = value & 3, value >> 2
+    if tag == 0:
+        return rest * _MINUTE_US + _BASE_US, at
+    if tag == 1:
+        return rest * 1_000_000 + _BASE_US, at
+    return rest + _BASE_US, at
+
+
+def _read_ident(raw: bytes, at: int, ids: list[str]) -> tuple[str | None, int]:
+    header, at = _read_varint(raw, at)
+    if header == 0:
+        return None, at
+    if header % 3 == 1:
+        return ids[header // 3], at
+    if header == 2:
+        h = bytes(raw[at : at + 16]).hex()
+        text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        at += 16
+    else:
+        end = at + header // 3
+        text = bytes(raw[at:end]).decode()
+        at = end
+    ids.append(text)
+    return text, at
+
+
+# The codecs are generated from LAYOUTS: one straight-line loop per section, with the one-byte varint case
+# inlined, is several times faster than interpreting the layout field by field (decoding is on the hot path
+# whenever a subject is not in the decoded cache).
+def _generate_codecs() -> tuple[Any, Any]:
+    dec = ["def decode(raw, at, words):", "    ids = []", "    sections = []"]
+    enc = ["def encode(sections, code, out):", "    writer = _Writer(code)", "    writer.out = out"]
+    small = "        b = raw[at]\n        if b < 128:\n            {v} = b\n            at += 1\n        else:\n" + (
+        "            {v}, at = _read_varint(raw, at)"
+    )
+    for number, layout in enumerate(LAYOUTS):
+        dec += [
+            small.format(v="n").replace("        ", "    ", 1).replace("\n        ", "\n    "),
+            "    records = []",
+            "    for _ in range(n):",
+        ]
+        enc += [f"    records = sections[{number}]", "    _varint(out, len(records))", "    for r in records:"]
+        names = []
+        for i, kind in enumerate(layout):
+            v = f"f{i}"
+            names.append(v)
+            if kind == "T":
+                dec.append(f"        {v}, at = _read_time(raw, at)")
+                enc.append(f"        _time(out, r[{i}])")
+            elif kind in ("S", "s"):
+                dec.append(f"        {v}, at = _read_ident(raw, at, ids)")
+                enc.append(f"        writer.ident(r[{i}])")
+            elif kind in ("V", "v", "I"):
+                dec.append(small.format(v=v))
+                if kind == "V":
+                    dec.append(f"        {v} = words[{v}]")
+                    enc.append(f"        _varint(out, code(r[{i}]))")
                 elif kind == "v":
-                    _varint(out, 0 if value is None else code(value))
-                elif kind == "L":
-                    _varint(out, len(value))
-                    for word in value:
-                        _varint(out, code(word))
-                elif kind == "B":
-                    out.append(1 if value else 0)
-                elif kind == "t":
-                    if value is None:
-                        out.append(0)
-                    else:
-                        out.append(1)
-                        _time(out, value)
-                elif kind == "l":
-                    _varint(out, len(value))
-                    for text in value:
-                        writer.ident(text)
+                    dec.append(f"        {v} = words[{v}] if {v} else None")
+                    enc.append(f"        _varint(out, 0 if r[{i}] is None else code(r[{i}]))")
+                else:
+                    enc.append(f"        _varint(out, r[{i}])")
+            elif kind == "B":
+                dec += [f"        {v} = raw[at] == 1", "        at += 1"]
+                enc.append(f"        out.append(1 if r[{i}] else 0)")
+            elif kind == "t":
+                dec += [
+                    "        present = raw[at]",
+                    "        at += 1",
+                    f"        {v} = None",
+                    "        if present:",
+                    f"            {v}, at = _read_time(raw, at)",
+                ]
+                enc += [
+                    f"        if r[{i}] is None:",
+                    "            out.append(0)",
+                    "        else:",
+                    "            out.append(1)",
+                    f"            _time(out, r[{i}])",
+                ]
+            elif kind == "L":
+                dec += [
+                    small.format(v="k"),
+                    "        words_ = []",
+                    "        for _ in range(k):",
+                    small.format(v="c").replace("\n", "\n    ").replace("        b =", "            b =", 1),
+                    "            words_.append(words[c])",
+                    f"        {v} = tuple(words_)",
+                ]
+                enc += [
+                    f"        _varint(out, len(r[{i}]))",
+                    f"        for w in r[{i}]:",
+                    "            _varint(out, code(w))",
+                ]
+            elif kind == "l":
+                dec += [
+                    small.format(v="k"),
+                    "        texts = []",
+                    "        for _ in range(k):",
+                    "            text, at = _read_ident(raw, at, ids)",
+                    "            texts.append(text)",
+                    f"        {v} = tuple(texts)",
+                ]
+                enc += [
+                    f"        _varint(out, len(r[{i}]))",
+                    f"        for x in r[{i}]:",
+                    "            writer.ident(x)",
+                ]
+        dec.append(f"        records.append(({', '.join(names)},))")
+        dec.append("    sections.append(records)")
+    dec.append("    return sections, at")
+    enc.append("    return out")
+    scope: dict[str, Any] = {
+        "_read_varint": _read_varint,
+        "_read_time": _read_time,
+        "_read_ident": _read_ident,
+        "_Writer": _Writer,
+        "_varint": _varint,
+        "_time": _time,
+    }
+    exec(compile("\n".join(dec) + "\n\n" + "\n".join(enc) + "\n", "<packing codecs>", "exec"), scope)
+    return scope["decode"], scope["encode"]
+
+
+_DECODE, _ENCODE = _generate_codecs()
+
+
+def _encode(sections: list[list[tuple[Any, ...]]], code: Any) -> bytearray:
+    out: bytearray = _ENCODE(sections, code, bytearray())
     return out
 
 
 class _Reader:
-    __slots__ = ("at", "ids", "raw")
+    __slots__ = ("at", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self.at = 0
-        self.ids: list[str] = []
 
     def varint(self) -> int:
-        raw = self.raw
-        at = self.at
-        byte = raw[at]
-        at += 1
-        if byte < 0x80:
-            self.at = at
-            return byte
-        result = byte & 0x7F
-        shift = 7
-        while True:
-            byte = raw[at]
-            at += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                self.at = at
-                return result
-            shift += 7
-
-    def time(self) -> int:
-        value = _unzigzag(self.varint())
-        tag, rest = value & 3, value >> 2
-        if tag == 0:
-            return rest * _MINUTE_US + _BASE_US
-        if tag == 1:
-            return rest * 1_000_000 + _BASE_US
-        return rest + _BASE_US
-
-    def ident(self) -> str | None:
-        header = self.varint()
-        if header == 0:
-            return None
-        if header % 3 == 1:
-            return self.ids[header // 3]
-        start = self.at
-        if header == 2:
-            self.at += 16
-            text = str(uuid.UUID(bytes=bytes(self.raw[start : self.at])))
-        else:
-            self.at += header // 3
-            text = bytes(self.raw[start : self.at]).decode()
-        self.ids.append(text)
-        return text
+        value, self.at = _read_varint(self.raw, self.at)
+        return value
 
 
 def _decode(reader: _Reader, words: list[str]) -> list[list[tuple[Any, ...]]]:
-    sections: list[list[tuple[Any, ...]]] = []
-    for layout in LAYOUTS:
-        records = []
-        for _ in range(reader.varint()):
-            fields: list[Any] = []
-            for kind in layout:
-                if kind == "T":
-                    fields.append(reader.time())
-                elif kind == "V":
-                    fields.append(words[reader.varint()])
-                elif kind == "I":
-                    fields.append(reader.varint())
-                elif kind in ("S", "s"):
-                    fields.append(reader.ident())
-                elif kind == "v":
-                    code = reader.varint()
-                    fields.append(words[code] if code else None)
-                elif kind == "L":
-                    fields.append(tuple(words[reader.varint()] for _ in range(reader.varint())))
-                elif kind == "B":
-                    fields.append(reader.raw[reader.at] == 1)
-                    reader.at += 1
-                elif kind == "t":
-                    present = reader.varint()
-                    fields.append(reader.time() if present else None)
-                elif kind == "l":
-                    fields.append(tuple(reader.ident() for _ in range(reader.varint())))
-            records.append(tuple(fields))
-        sections.append(records)
+    sections: list[list[tuple[Any, ...]]]
+    sections, reader.at = _DECODE(reader.raw, reader.at, words)
     return sections
 
 

@@ -85,6 +85,7 @@ class Replayer:
         self._lateness_us = int(lateness.total_seconds() * 1_000_000)
         self.watermark: datetime | None = None
         self.duplicates = 0
+        self._events = 0
 
     def is_duplicate(self, event: EventEnvelope) -> bool:
         """True for a re-delivery; raises ValueError when an event_id is reused for a different payload."""
@@ -106,6 +107,9 @@ class Replayer:
             _, flow_id = heapq.heappop(self._expiry)
             self._flows.pop(flow_id, None)
             self._latest.pop(flow_id, None)
+        self._events += 1
+        if self._events % 10_000 == 0:
+            self.state.expire(now)  # keeps the per-subject flow references bounded by the window
         return now
 
     def feed(self, event: Event) -> list[Decision]:

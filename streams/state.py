@@ -397,7 +397,16 @@ class RecipientState:
 class State:
     """Everything the evaluator reads: subjects (packed, with a decoded cache), recipients, notice versions."""
 
-    __slots__ = ("_cache", "_cache_size", "_notices", "_recipients", "_subjects", "lateness_us", "vocabulary")
+    __slots__ = (
+        "_cache",
+        "_cache_size",
+        "_notices",
+        "_recent",
+        "_recipients",
+        "_subjects",
+        "lateness_us",
+        "vocabulary",
+    )
 
     def __init__(self, lateness: timedelta = DEFAULT_LATENESS, cache_size: int = 65_536) -> None:
         self._subjects = SubjectStore()
@@ -405,6 +414,8 @@ class State:
         self._cache_size = cache_size
         self._recipients: dict[str, RecipientState] = {}
         self._notices: list[tuple[int, str]] = []
+        # Recent flows per subject, kept beside (not inside) the packed state so judging a flow never re-packs.
+        self._recent: dict[str, list[tuple[int, str, int]]] = {}
         self.vocabulary = packing.Vocabulary()
         self.lateness_us = int(lateness.total_seconds() * 1_000_000)
 
@@ -479,16 +490,27 @@ class State:
     def remember_flow(self, flow: DataFlow, now: datetime) -> None:
         """Keep a flow re-evaluable by late facts for the lateness window (from when it arrived)."""
         occurred = to_us(flow.occurred_at)
-        expires = max(occurred, to_us(now)) + self.lateness_us
-        for subject in flow.subjects:
-            state = self.subject(subject.id)
-            state.expire_flows(to_us(now))
-            state.remember_flow(flow.event_id, occurred, expires)
-            self._store(subject.id, state)
-        recipient = self._recipients.setdefault(flow.recipient, RecipientState())
         now_us = to_us(now)
+        ref = (occurred, flow.event_id, max(occurred, now_us) + self.lateness_us)
+        for subject_id in dict.fromkeys(s.id for s in flow.subjects):
+            refs = [r for r in self._recent.get(subject_id, ()) if r[2] >= now_us]
+            refs.append(ref)
+            self._recent[subject_id] = refs
+        recipient = self._recipients.setdefault(flow.recipient, RecipientState())
         recipient.flows = [f for f in recipient.flows if f[2] >= now_us]
-        bisect.insort(recipient.flows, (occurred, flow.event_id, expires))
+        bisect.insort(recipient.flows, ref)
+
+    def expire(self, now: datetime) -> None:
+        """Forget every flow whose lateness window has closed (bounds memory to the window)."""
+        now_us = to_us(now)
+        for subject_id in list(self._recent):
+            refs = [r for r in self._recent[subject_id] if r[2] >= now_us]
+            if refs:
+                self._recent[subject_id] = refs
+            else:
+                del self._recent[subject_id]
+        for recipient in self._recipients.values():
+            recipient.flows = [f for f in recipient.flows if f[2] >= now_us]
 
     def affected_flows(self, fact: Fact, now: datetime) -> list[str]:
         """Ids of recent flows whose verdict the fact may change: those at or after its effective time."""
@@ -498,10 +520,8 @@ class State:
             return [f[1] for f in self.recipient(fact.recipient).flows if f[0] >= since and f[2] >= now_us]
         if isinstance(fact, NoticeVersionPublished):
             return []  # the notice version is recorded, it never changes a verdict
-        subject = self.subject(fact.subject.id)
-        subject.expire_flows(now_us)
+        refs = [r for r in self._recent.get(fact.subject.id, ()) if r[2] >= now_us]
         if isinstance(fact, BirthDateRecorded):
-            return subject.flows_since(None)  # a date of birth is timeless: every open flow may change
-        if isinstance(fact, CourtOrderNotified):
-            return subject.flows_since(to_us(fact.trust_notified_at))
-        return subject.flows_since(to_us(fact.occurred_at))
+            return [r[1] for r in refs]  # a date of birth is timeless: every open flow may change
+        since = to_us(fact.trust_notified_at if isinstance(fact, CourtOrderNotified) else fact.occurred_at)
+        return [r[1] for r in refs if r[0] >= since]

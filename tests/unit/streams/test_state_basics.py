@@ -123,3 +123,17 @@ def test_put_packed_restores_a_subject() -> None:
     packed = state.subject("p-1").pack(state.vocabulary)
     state.put_packed("p-2", packed)
     assert state.subject("p-2") == state.subject("p-1")
+
+
+def test_only_canonical_uuids_are_packed_as_16_bytes() -> None:
+    from streams.packing import _canonical_uuid
+
+    assert _canonical_uuid("6f1c1a52-5b0e-4c55-9d5e-0f6a7c1d2e3f") == bytes.fromhex("6f1c1a525b0e4c559d5e0f6a7c1d2e3f")
+    assert _canonical_uuid("6F1C1A52-5B0E-4C55-9D5E-0F6A7C1D2E3F") is None
+    assert _canonical_uuid("6f1c1a52-5b0e-4c55-9d5e-0f6a7c1d2e3g") is None
+    assert _canonical_uuid("6f1c1a525-b0e-4c55-9d5e-0f6a7c1d2e3f") is None
+    for text in ("6F1C1A52-5B0E-4C55-9D5E-0F6A7C1D2E3F", "6f1c1a52-5b0e-4c55-9d5e-0f6a7c1d2e3f", "x" * 36):
+        state = State()
+        state.apply(consent("2024-01-01T00:00Z", "p-1", "r", "p", ["identity"], consent_id=text))
+        subject = state.subject("p-1")
+        assert SubjectState.from_bytes(subject.to_bytes()) == subject
