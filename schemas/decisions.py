@@ -16,7 +16,13 @@ Verdict = Literal["allowed", "violation"]
 
 
 class ReasonCode(StrEnum):
-    """The fixed reason codes of RULES.md §1, declared most specific first (the order reasons are reported)."""
+    """The fixed reason codes of RULES.md §1, declared most specific first (the order reasons are reported).
+
+    Unknown recipient and sale lead (nothing else matters once they apply); marketing and photo codes lead
+    their consent cause (RULES.md §1); request, court-order, entitlement, harm and objection codes are more
+    specific than consent codes, which are more specific than a missing basis; minimisation comes before the
+    special-category and criminal-data codes (RULES.md §1); then agreement, transfer, retention and channel.
+    """
 
     UNKNOWN_RECIPIENT = "UNKNOWN_RECIPIENT"
     SALE_OF_DATA = "SALE_OF_DATA"

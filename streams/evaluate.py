@@ -20,6 +20,22 @@ decision), no exceptions for violations: a violation is a value. To judge a flow
 The order of checks follows RULES.md §2 (recipient, sale, basis, conditions, consent, minimisation, agreement,
 transfer, then court orders, entitlement, harm, objections, retention, channel); the *reported* order of
 reason codes is the rank in `schemas.decisions.ReasonCode` (most specific first, RULES.md §1).
+
+Where RULES.md is silent, the evaluator does what a careful school DPO would expect (each is commented where
+it is implemented):
+
+- A flow's recipient, purpose or category that the register does not know is a violation (fail closed).
+- A date of birth that is unknown: a PR holder's consent is accepted (the pupil is presumed a child), but a
+  pupil's own consent is not (nobody can show they were old enough).
+- A withdrawal naming a scope ends every earlier consent it overlaps, by anyone entitled to consent for the
+  subject; a parent's refusal ends only that parent's own earlier consent (except for biometrics, where any
+  parent's objection binds); nobody but the pupil can withdraw a competent pupil's own consent.
+- An agreement signed after a flow never covers it, whatever its valid_from says.
+- DPF certification is taken from the register, never from the connector's claim.
+- A safeguarding referral is never blocked because the child has left.
+- Art 9 data a recipient may receive only with explicit consent reports SPECIAL_CATEGORY_WITHOUT_CONDITION;
+  ordinary data in the same flow without consent still reports NO_CONSENT.
+- A category the recipient may not receive at all is minimisation, not also a consent failure.
 """
 
 from __future__ import annotations
@@ -154,6 +170,7 @@ class _Flow:
         self.art10: tuple[str, ...] = ()
 
     def age(self, subject: SubjectState, micros: int | None = None) -> int | None:
+        """The pupil's age on the London date of `micros` (default: the flow), or None without a birth date."""
         birth = subject.birth_date()
         if birth is None:
             return None

@@ -105,6 +105,7 @@ class _Writer:
         self.ids: dict[str, int] = {}
 
     def ident(self, text: str | None) -> None:
+        """Write an id (or none), once per blob."""
         # Header: 0 none; 3k+1 back-reference k; 2 a canonical UUID (16 bytes); 3n raw UTF-8 of n bytes.
         out = self.out
         if text is None:
@@ -281,6 +282,7 @@ class _Reader:
         self.at = 0
 
     def varint(self) -> int:
+        """Read one varint and advance."""
         value, self.at = _read_varint(self.raw, self.at)
         return value
 
