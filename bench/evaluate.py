@@ -65,10 +65,10 @@ def typical_facts(pupil: str, rnd: random.Random) -> list[object]:
     return facts
 
 
-def build(pupils: int, flows: int, seed: int = 7) -> tuple[State, list[bytes]]:
+def build(pupils: int, flows: int, seed: int = 7, cache_size: int | None = None) -> tuple[State, list[bytes]]:
     """A state with `pupils` pupils and `flows` distinct flow payloads about them."""
     rnd = random.Random(seed)
-    state = State(cache_size=pupils)
+    state = State(cache_size=pupils if cache_size is None else cache_size)
     for recipient in ("sims", "parentpay", "meal-provider", "edtech-software", "quizcloud"):
         state.apply(b.agreement("2019-01-01T00:00Z", recipient, valid_until="2030-12-31T00:00Z"))
     state.apply(b.agreement("2019-01-01T00:00Z", "peripatetic-music", "dsa", valid_until="2030-12-31T00:00Z"))
@@ -117,12 +117,17 @@ def main() -> int:
     parser.add_argument("--pupils", type=int, default=20_000)
     parser.add_argument("--flows", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--cache-size", type=int, default=None, help="decoded subjects kept (default: all)")
     parser.add_argument("--no-freeze", dest="freeze", action="store_false", help="leave the GC untuned")
     args = parser.parse_args()
     policy = load_policy(ROOT / "policy")
     t0 = time.perf_counter()
-    state, payloads = build(args.pupils, args.flows)
-    print(f"built state for {args.pupils:,} pupils and {len(payloads):,} flows in {time.perf_counter() - t0:.1f}s")
+    state, payloads = build(args.pupils, args.flows, cache_size=args.cache_size)
+    cache = args.pupils if args.cache_size is None else args.cache_size
+    print(
+        f"built state for {args.pupils:,} pupils and {len(payloads):,} flows in {time.perf_counter() - t0:.1f}s"
+        f" (decoded-subject cache: {cache:,})"
+    )
     flows = [parse_event(p) for p in payloads]
     assert all(isinstance(f, DataFlow) for f in flows)
     decisions = [evaluate(f, state, policy) for f in flows]  # type: ignore[arg-type]

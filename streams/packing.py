@@ -140,7 +140,15 @@ def _read_varint(raw: bytes, at: int) -> tuple[int, int]:
 
 
 def _read_time(raw: bytes, at: int) -> tuple[int, int]:
-    value, at = _read_varint(raw, at)
+    value = 0
+    shift = 0
+    while True:
+        byte = raw[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
     value = value >> 1 if not value & 1 else -((value + 1) >> 1)
     tag, rest = value & 3, value >> 2
     if tag == 0:
@@ -151,7 +159,11 @@ def _read_time(raw: bytes, at: int) -> tuple[int, int]:
 
 
 def _read_ident(raw: bytes, at: int, ids: list[str]) -> tuple[str | None, int]:
-    header, at = _read_varint(raw, at)
+    header = raw[at]
+    if header < 0x80:
+        at += 1
+    else:
+        header, at = _read_varint(raw, at)
     if header == 0:
         return None, at
     if header % 3 == 1:

@@ -350,7 +350,7 @@ class SubjectState:
     @classmethod
     def unpack(cls, raw: bytes, vocabulary: packing.Vocabulary) -> SubjectState:
         """The inverse of `pack`."""
-        state = cls()
+        state = cls.__new__(cls)  # every section is set just below
         for name, records in zip(SUBJECT_SECTIONS, packing.loads_vocab(raw, vocabulary), strict=True):
             setattr(state, name, records)
         return state
@@ -395,7 +395,11 @@ class RecipientState:
 
 
 class State:
-    """Everything the evaluator reads: subjects (packed, with a decoded cache), recipients, notice versions."""
+    """Everything the evaluator reads: subjects (packed, with a decoded cache), recipients, notice versions.
+
+    `cache_size` decoded subjects are kept (about 1-2 KiB each); a subject outside the cache is decoded from
+    its packed bytes on each read (roughly 15-20 us on the benchmark machine).
+    """
 
     __slots__ = (
         "_cache",
@@ -408,7 +412,7 @@ class State:
         "vocabulary",
     )
 
-    def __init__(self, lateness: timedelta = DEFAULT_LATENESS, cache_size: int = 65_536) -> None:
+    def __init__(self, lateness: timedelta = DEFAULT_LATENESS, cache_size: int = 16_384) -> None:
         self._subjects = SubjectStore()
         self._cache: OrderedDict[str, SubjectState] = OrderedDict()
         self._cache_size = cache_size
