@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.decisions import Decision
+from schemas.decisions import Decision, ReasonCode
 from schemas.events import DataFlow, Fact
 from schemas.policy import Policy, load_policy
 from streams import builders as b
@@ -183,3 +183,59 @@ def test_subject_state_round_trips_through_every_encoding(facts: list[Fact]) -> 
     assert SubjectState.from_bytes(subject.to_bytes()) == subject
     assert SubjectState.from_json(subject.to_json()) == subject
     assert SubjectState.unpack(subject.pack(state.vocabulary), state.vocabulary) == subject
+
+
+ALL_RECIPIENTS = [r.key for r in POLICY.recipients] + ["police:x", "school:urn:1", "nobody"]
+ALL_PURPOSES = [p.key for p in POLICY.purposes] + ["unheard-of"]
+ALL_CATEGORIES = [c.key for c in POLICY.categories] + ["mystery.data"]
+CODES = {code.value for code in ReasonCode}
+
+
+@st.composite
+def any_flow(draw: st.DrawFn) -> DataFlow:
+    request = draw(
+        st.none()
+        | st.fixed_dictionaries(
+            {
+                "requester": st.sampled_from(["mum-1", "dad-1", "p", "pc-1"]),
+                "authority": st.sampled_from(["court_order", "warrant", "written_sch2_para2", "verbal", "none"]),
+                "reference": st.none() | st.just("REF-1"),
+                "emergency": st.booleans(),
+                "signed_by_inspector_or_above": st.booleans(),
+                "names_person": st.booleans(),
+                "names_incident": st.booleans(),
+                "best_interests": st.booleans(),
+                "pupil_objects": st.booleans(),
+            }
+        )
+    )
+    return b.flow(
+        draw(moments),
+        draw(st.sampled_from(ALL_RECIPIENTS)),
+        draw(st.sampled_from(ALL_PURPOSES)),
+        draw(st.lists(st.sampled_from(ALL_CATEGORIES), min_size=1, max_size=4)),
+        subjects=draw(st.lists(st.sampled_from(["p", "q"]), min_size=1, max_size=3)),
+        parents=draw(st.lists(st.sampled_from(["mum-1"]), max_size=1)),
+        request=request,
+        emergency=draw(st.booleans()),
+        consideration=draw(st.sampled_from(["none", "none", "cash"])),
+        lawful_basis=draw(st.none() | st.sampled_from(["consent", "public_task", "legal_obligation", "made-up"])),
+        destination_country=draw(st.sampled_from(["GB", "IE", "US", "IN"])),
+        record_count=draw(st.integers(0, 50)),
+        data_recorded_at=draw(st.none() | moments),
+        event_id="any-flow",
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_flow(), st.lists(facts_about(), max_size=8))
+def test_any_valid_flow_gets_a_valid_decision_and_never_an_exception(flow: DataFlow, facts: list[Fact]) -> None:
+    state = State()
+    for fact in facts:
+        state.apply(fact)
+    decision = evaluate(flow, state, POLICY)
+    assert set(decision.reasons) <= CODES
+    assert (decision.verdict == "violation") == bool(decision.reasons)
+    assert {d.subject_id for d in decision.disclosures} == {s.id for s in flow.subjects}
+    assert all(set(d.reasons) <= set(decision.reasons) for d in decision.disclosures)
+    assert Decision.model_validate_json(decision.model_dump_json()) == decision
