@@ -107,7 +107,7 @@ def decision_id_for(
 
     Exactly `uuid.uuid5(DECISION_NAMESPACE, material)`, computed without building a `UUID` (hot path).
     """
-    material = "|".join([flow_event_id, policy_digest, ",".join(reasons), ",".join(facts), supersedes or ""])
+    material = f"{flow_event_id}|{policy_digest}|{','.join(reasons)}|{','.join(facts)}|{supersedes or ''}"
     h = hashlib.sha1(_NAMESPACE_BYTES + material.encode()).hexdigest()
     # RFC 4122: version 5 in the 13th hex digit, variant 10xx in the 17th.
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"

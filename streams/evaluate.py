@@ -191,17 +191,14 @@ def evaluate(
     _check_flow(ctx)
     ctx.reasons = set(ctx.static_reasons) | ctx.reasons if ctx.static_reasons else ctx.reasons
     verdicts: list[SubjectVerdict] = []
-    subject_reasons: dict[str, set[str]] = {}
-    for subject in flow.subjects:
-        if subject.id in subject_reasons:
-            continue
-        own = _check_subject(ctx, subject) if ctx.grant is not None else set()
-        subject_reasons[subject.id] = own
     all_reasons = set(ctx.reasons)
+    seen: set[str] = set()
+    reasons: list[str] = []
     for subject in flow.subjects:
-        if subject.id not in subject_reasons:
+        if subject.id in seen:
             continue
-        own = subject_reasons.pop(subject.id)
+        seen.add(subject.id)
+        own = _check_subject(ctx, subject) if ctx.grant is not None else set()
         all_reasons |= own
         reasons = ordered(ctx.reasons | own)
         verdicts.append(
@@ -214,7 +211,8 @@ def evaluate(
                 }
             )
         )
-    reasons = ordered(all_reasons)
+    if len(verdicts) > 1:
+        reasons = ordered(all_reasons)  # with one subject, its reasons are the flow's
     facts = list(dict.fromkeys(ctx.facts))
     digest = policy.digest
     verdict: Verdict = "violation" if reasons else "allowed"
