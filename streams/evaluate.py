@@ -30,6 +30,9 @@ it is implemented):
 - A withdrawal naming a scope ends every earlier consent it overlaps, by anyone entitled to consent for the
   subject; a parent's refusal ends only that parent's own earlier consent (except for biometrics, where any
   parent's objection binds); nobody but the pupil can withdraw a competent pupil's own consent.
+- A withdrawal naming a consent id reaches exactly that consent's scope (recipient, purpose, categories), also
+  when a competent pupil's withdrawal overrides a parent's consent; an id the Trust holds no earlier consent
+  for withdraws nothing (if the consent arrives late, the affected flows are re-evaluated).
 - An agreement signed after a flow never covers it, whatever its valid_from says.
 - DPF certification is taken from the register, never from the connector's claim.
 - A safeguarding referral is never blocked because the child has left.
@@ -525,6 +528,19 @@ def _touches(ctx: _Flow, recipient: str | None, rclass: str | None, purpose: str
     return True
 
 
+def _withdrawal_touches(ctx: _Flow, sstate: SubjectState, w: tuple[Any, ...]) -> bool:
+    """Does a withdrawal reach this flow? One naming a consent id reaches exactly that consent's scope."""
+    if w[1] is None:
+        return _touches(ctx, w[5], w[6], w[7], w[8])
+    for c in sstate.consents:
+        # The withdrawn consent must have been given before the withdrawal; an unknown id withdraws nothing.
+        if c[0] > w[0]:
+            break
+        if c[1] == w[1]:
+            return _touches(ctx, c[5], c[6], c[7], c[8])
+    return False
+
+
 def _consent_covers(ctx: _Flow, rec: tuple[Any, ...], needed: Sequence[str]) -> bool:
     recipient, rclass, purpose, cats = rec[5], rec[6], rec[7], rec[8]
     if purpose != ctx.purpose:
@@ -637,7 +653,7 @@ def _pupil_veto(ctx: _Flow, sstate: SubjectState, subject: Subject) -> str | Non
             last = max(last or (c[0], "consent"), (c[0], "consent"))
     for w in sstate.withdrawals:
         mine = w[0] <= t and (w[2] == subject.id or w[3] == "self")
-        if mine and (last is None or w[0] >= last[0]) and _touches(ctx, w[5], w[6], w[7], w[8]):
+        if mine and (last is None or w[0] >= last[0]) and _withdrawal_touches(ctx, sstate, w):
             last = (w[0], "withdrawn")
     for r in sstate.refusals:
         mine = r[0] <= t and (r[1] == subject.id or r[2] == "self")

@@ -1,0 +1,54 @@
+"""Findings of the independent review of the evaluator, each tested from the RULES.md text it breaks.
+
+Pupils: `ava` (born 2016-03-10), `cal` (born 2011-06-20), `ben` (born 2008-09-15), `zoe` (born 2005-01-01).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from schemas.decisions import Decision
+from streams.builders import born, competence, consent, flow, withdrawal
+
+Judge = Callable[..., Decision]
+
+AVA = born("ava", "2016-03-10")
+CAL = born("cal", "2011-06-20")
+BEN = born("ben", "2008-09-15")
+ZOE = born("zoe", "2005-01-01")
+WHEN = "2024-06-03T10:00:00Z"
+
+
+# --- 1. RULES.md §5: a competent pupil's withdrawal beats a parent's consent only for what it withdraws ----------
+
+
+def test_withdrawing_one_consent_by_id_leaves_the_pupils_other_consents_standing(judge: Judge) -> None:
+    # §2: consent is valid from granted_at to withdrawn_at; §5: scope names recipient, purpose and categories.
+    photo = consent(
+        "2024-02-01T00:00Z", "zoe", "trust-website", "promotional_photo", ["photographs"],
+        by="zoe", relationship="self", pr=False, consent_id="own-photo",
+    )  # fmt: skip
+    lessons = consent(
+        "2024-02-01T00:00Z", "zoe", "peripatetic-music", "music_tuition", ["identity"],
+        by="zoe", relationship="self", pr=False, consent_id="own-music",
+    )  # fmt: skip
+    out = withdrawal("2024-03-01T00:00Z", "zoe", consent_id="own-music", by="zoe", relationship="self", pr=False)
+    website = flow(WHEN, "trust-website", "promotional_photo", ["photographs"], subjects=["zoe"])
+    assert judge(website, ZOE, photo, lessons, out).reasons == []
+    music = flow(WHEN, "peripatetic-music", "music_tuition", ["identity"], subjects=["zoe"])
+    assert judge(music, ZOE, photo, lessons, out).reasons == ["CONSENT_WITHDRAWN"]
+    # A competent 15-year-old withdrawing her own music consent leaves her parent's photo permission in force,
+    # but it still beats the parent's consent to the same music lessons.
+    assessed = competence("2024-01-01T00:00Z", "ben")
+    own_music = consent(
+        "2024-02-01T00:00Z", "ben", "peripatetic-music", "music_tuition", ["identity"],
+        by="ben", relationship="self", pr=False, consent_id="ben-music",
+    )  # fmt: skip
+    ben_out = withdrawal("2024-03-01T00:00Z", "ben", consent_id="ben-music", by="ben", relationship="self", pr=False)
+    parent_photo = consent("2024-02-01T00:00Z", "ben", "trust-website", "promotional_photo", ["photographs"])
+    parent_music = consent("2024-02-01T00:00Z", "ben", "peripatetic-music", "music_tuition", ["identity"])
+    facts = (BEN, assessed, own_music, ben_out, parent_photo, parent_music)
+    ben_photo = flow(WHEN, "trust-website", "promotional_photo", ["photographs"], subjects=["ben"])
+    assert judge(ben_photo, *facts).reasons == []
+    ben_lessons = flow(WHEN, "peripatetic-music", "music_tuition", ["identity"], subjects=["ben"])
+    assert judge(ben_lessons, *facts).reasons == ["CONSENT_WITHDRAWN"]
