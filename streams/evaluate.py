@@ -30,6 +30,8 @@ it is implemented):
 - A withdrawal naming a scope ends every earlier consent it overlaps, by anyone entitled to consent for the
   subject; a parent's refusal ends only that parent's own earlier consent (except for biometrics, where any
   parent's objection binds); nobody but the pupil can withdraw a competent pupil's own consent.
+- A pupil's own consent to biometrics counts only if given at 18 or over; given younger it stays void after
+  the 18th birthday (as for an ISS before 13), so an adult pupil must consent afresh.
 - A withdrawal naming a consent id reaches exactly that consent's scope (recipient, purpose, categories), also
   when a competent pupil's withdrawal overrides a parent's consent; an id the Trust holds no earlier consent
   for withdraws nothing (if the consent arrives late, the affected flows are re-evaluated).
@@ -561,6 +563,8 @@ def _self_consent_ok(ctx: _Flow, sstate: SubjectState, given: int, assessment: s
         return age >= 13  # Art 8 / DPA s9: self-consent before 13 is void, and stays void after the birthday
     if age >= 18:
         return True
+    if ctx.kind == "biometric":
+        return False  # POFA 2012 s27: a child's biometrics need a parent's written consent, never the child's own
     if age >= 13:
         if assessment is not None and any(r[1] == assessment and r[2] for r in sstate.competences):
             return True

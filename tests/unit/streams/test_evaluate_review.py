@@ -52,3 +52,25 @@ def test_withdrawing_one_consent_by_id_leaves_the_pupils_other_consents_standing
     assert judge(ben_photo, *facts).reasons == []
     ben_lessons = flow(WHEN, "peripatetic-music", "music_tuition", ["identity"], subjects=["ben"])
     assert judge(ben_lessons, *facts).reasons == ["CONSENT_WITHDRAWN"]
+
+
+# --- 2. RULES.md §5 Biometrics: "the written consent of one parent" ----------------------------------------------
+
+
+def test_biometrics_need_a_parents_written_consent_not_the_competent_childs_own(judge: Judge) -> None:
+    biometric = flow(
+        WHEN, "biometric-catering", "biometric_catering", ["identity.name", "biometric"],
+        subjects=["ben"], channel="encrypted_api",
+    )  # fmt: skip
+    own = consent(
+        "2024-02-01T00:00Z", "ben", "biometric-catering", "biometric_catering", ["identity.name", "biometric"],
+        by="ben", relationship="self", pr=False, explicit=True, written=True,
+    )  # fmt: skip
+    assessed = competence("2024-01-01T00:00Z", "ben")
+    # §1: Art 9 data the recipient may receive only with explicit consent gets this code only.
+    assert judge(biometric, BEN, assessed, own).reasons == ["SPECIAL_CATEGORY_WITHOUT_CONDITION"]
+    parent = consent(
+        "2024-02-01T00:00Z", "ben", "biometric-catering", "biometric_catering", ["identity.name", "biometric"],
+        explicit=True, written=True,
+    )  # fmt: skip
+    assert judge(biometric, BEN, assessed, own, parent).reasons == []
