@@ -37,6 +37,9 @@ it is implemented):
   for withdraws nothing (if the consent arrives late, the affected flows are re-evaluated).
 - An agreement signed after a flow never covers it, whatever its valid_from says.
 - DPF certification is taken from the register, never from the connector's claim.
+- The connector's to_data_subject flag is believed only for a flow to the family whose request was made by the
+  flow's subject (every subject, if several): a processor or partner is never the data subject, nor is a parent
+  receiving the child's data, so those transfers are checked whatever the flag says.
 - A safeguarding referral is never blocked because the child has left.
 - Art 9 data a recipient may receive only with explicit consent reports SPECIAL_CATEGORY_WITHOUT_CONDITION;
   ordinary data in the same flow without consent still reports NO_CONSENT.
@@ -66,6 +69,8 @@ _CONSENT_IRRELEVANT = frozenset(
     {"statutory", "safeguarding", "vital_interests", "law_enforcement", "court", "ctf", "legal", "cctv"}
 )
 _NATURAL_PARENTS = frozenset({"mother", "father", "parent"})
+_FAMILY = "family"
+"""The recipient group of the pupil's family and the data subjects themselves (RULES.md §4 Family)."""
 _EXPLANATIONS: dict[str, str] = {
     R.UNKNOWN_RECIPIENT: "the recipient is not in the Trust's register",
     R.SALE_OF_DATA: "the Trust received consideration for the data, which consent cannot cure",
@@ -305,7 +310,8 @@ def _static_checks(ctx: _Flow) -> None:
     ctx.kind = grant.purpose.kind
     _check_basis(ctx, grant)
     _classify_and_check_categories(ctx, grant)
-    _check_transfer(ctx, recipient)
+    if not (flow.to_data_subject and ctx.group == _FAMILY):
+        _check_transfer(ctx, recipient)  # the connector's to_data_subject flag counts only towards the family
     _check_channel(ctx)
 
 
@@ -315,6 +321,12 @@ def _dynamic_checks(ctx: _Flow, grant: GrantIndex, recipient: RecipientDef) -> N
         if not _request_is_basis(ctx):
             ctx.reasons.add(R.LAW_ENFORCEMENT_REQUEST_WITHOUT_BASIS)
     _check_agreement(ctx, grant, recipient)
+    if ctx.flow.to_data_subject and ctx.group == _FAMILY:
+        request = ctx.flow.request
+        # Only the request shows the person receiving the data is its data subject (§6.7); with several
+        # subjects the others' data would reach someone who is not their data subject.
+        to_subject = request is not None and all(s.id == request.requester for s in ctx.flow.subjects)
+        _check_transfer(ctx, recipient, to_subject=to_subject)
     _check_harm_and_data_age(ctx)
 
 
@@ -427,11 +439,11 @@ def _check_agreement(ctx: _Flow, grant: GrantIndex, recipient: RecipientDef) -> 
     ctx.reasons.add(R.AGREEMENT_EXPIRED if signed else R.NO_SHARING_AGREEMENT)
 
 
-def _check_transfer(ctx: _Flow, recipient: RecipientDef) -> None:
+def _check_transfer(ctx: _Flow, recipient: RecipientDef, *, to_subject: bool = False) -> None:
     flow, idx = ctx.flow, ctx.idx
     home = idx.policy.transfers.home_country
     countries = {flow.destination_country, recipient.hosting_country} - {home}
-    if not countries or flow.to_data_subject:
+    if not countries or to_subject:
         return  # sending to the data subject abroad is not a restricted transfer (§6.7)
     ctx.rules.append("6.7.transfer")
     safeguard = flow.transfer_safeguard

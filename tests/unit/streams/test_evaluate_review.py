@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from schemas.decisions import Decision
+from schemas.events import DisclosureRequest
 from streams.builders import born, competence, consent, flow, withdrawal
 
 Judge = Callable[..., Decision]
@@ -74,3 +75,31 @@ def test_biometrics_need_a_parents_written_consent_not_the_competent_childs_own(
         explicit=True, written=True,
     )  # fmt: skip
     assert judge(biometric, BEN, assessed, own, parent).reasons == []
+
+
+# --- 3. RULES.md §6.7: only sending data to the data subject abroad is not a restricted transfer ----------------
+
+
+def test_to_data_subject_flag_does_not_excuse_a_transfer_to_an_organisation(judge: Judge) -> None:
+    # QuizCloud is US-hosted and not certified to the UK Extension of the DPF.
+    app = flow(WHEN, "quizcloud", "edtech", ["identity.name", "edtech_account"], subjects=["ava"], to_data_subject=True)
+    assert judge(app, AVA).reasons == ["INTERNATIONAL_TRANSFER_WITHOUT_SAFEGUARD"]
+    asked_by_pupil = app.model_copy(update={"request": _request("ava")})
+    assert judge(asked_by_pupil, AVA).reasons == ["INTERNATIONAL_TRANSFER_WITHOUT_SAFEGUARD"]
+    # A parent abroad is not the data subject of the child's report, whatever the connector claims.
+    to_parent = flow(
+        WHEN, "family", "parent_report", ["assessment"], subjects=["cal"], destination_country="IN",
+        to_data_subject=True, request={"requester": "mum-1", "relationship": "mother",
+                                       "has_parental_responsibility": True},
+    )  # fmt: skip
+    assert judge(to_parent, CAL).reasons == ["INTERNATIONAL_TRANSFER_WITHOUT_SAFEGUARD"]
+    # The pupil's own SAR answered to them abroad is not a restricted transfer.
+    own_sar = flow(
+        WHEN, "family", "subject_access", ["assessment"], subjects=["zoe"], destination_country="IN",
+        to_data_subject=True, request={"requester": "zoe", "relationship": "self"},
+    )  # fmt: skip
+    assert judge(own_sar, ZOE).reasons == []
+
+
+def _request(requester: str) -> DisclosureRequest:
+    return DisclosureRequest(requester=requester, relationship="self")
