@@ -198,6 +198,10 @@ class ChannelDef(Model):
     bulk_threshold: int = Field(default=20, ge=2, description="Records at or above this are bulk data.")
     safeguarding_categories: list[DottedKey] = Field(default_factory=lambda: ["safeguarding"])
     cp_file_categories: list[DottedKey] = Field(default_factory=lambda: ["safeguarding.cp_file"])
+    cp_file_purposes: list[Identifier] = Field(
+        default_factory=lambda: ["cp_file_transfer"],
+        description="Purposes that send a CP file to another school: separately, to the DSL (KCSIE; §6.13).",
+    )
 
 
 class Policy(Model):
@@ -262,6 +266,11 @@ def _cross_reference_problems(policy: Policy) -> list[str]:
                 f"{where}.conditions: unknown condition {c!r}" for c in grant.conditions if c not in conditions
             ]
             problems += [f"{where}.categories: unknown category {c!r}" for c in grant.categories if c not in categories]
+    problems += [
+        f"channels.cp_file_purposes: unknown purpose {p!r}"
+        for p in policy.channels.cp_file_purposes
+        if p not in purposes
+    ]
     for c_i, cat in enumerate(policy.categories):
         parent = cat.key.rpartition(".")[0]
         if parent and parent not in categories:
@@ -303,6 +312,7 @@ class PolicyIndex:
     register_categories: frozenset[str] = frozenset()
     safeguarding_categories: frozenset[str] = frozenset()
     cp_file_categories: frozenset[str] = frozenset()
+    cp_file_purposes: frozenset[str] = frozenset()
     child_abuse_categories: frozenset[str] = frozenset({"safeguarding.child_abuse"})
     class_memo: dict[str, Sensitivity | None] = field(default_factory=dict)
     recipient_memo: dict[str, RecipientDef | None] = field(default_factory=dict)
@@ -346,6 +356,7 @@ class PolicyIndex:
             register_categories=frozenset(policy.retention.register_categories),
             safeguarding_categories=frozenset(policy.channels.safeguarding_categories),
             cp_file_categories=frozenset(policy.channels.cp_file_categories),
+            cp_file_purposes=frozenset(policy.channels.cp_file_purposes),
         )
 
     def recipient(self, recipient_id: str) -> RecipientDef | None:

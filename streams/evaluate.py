@@ -41,6 +41,13 @@ it is implemented):
   flow's subject (every subject, if several): a processor or partner is never the data subject, nor is a parent
   receiving the child's data, so those transfers are checked whatever the flag says.
 - A safeguarding referral is never blocked because the child has left.
+- The CP-file rule (separately, to the DSL) binds transfers to schools: a CP-file purpose must be addressed to
+  the DSL and carry only what its grant permits, and CP-file data sent to a school under any other purpose is
+  not separate. CP-file content in a referral to children's social care, health or the police is judged as
+  safeguarding data (secure channel only): §6.9 makes that sharing lawful and those agencies have no DSL.
+- KCSIE's "within 5 days" for the CP file is not checked: RULES.md §1 has no code for a late transfer
+  (INSECURE_CHANNEL is about the channel, RETENTION_EXCEEDED about keeping data too long), so a late CP file
+  is a gap the DSL's own monitoring must cover.
 - Art 9 data a recipient may receive only with explicit consent reports SPECIAL_CATEGORY_WITHOUT_CONDITION;
   ordinary data in the same flow without consent still reports NO_CONSENT.
 - A category the recipient may not receive at all is minimisation, not also a consent failure.
@@ -71,6 +78,8 @@ _CONSENT_IRRELEVANT = frozenset(
 _NATURAL_PARENTS = frozenset({"mother", "father", "parent"})
 _FAMILY = "family"
 """The recipient group of the pupil's family and the data subjects themselves (RULES.md §4 Family)."""
+_SCHOOL = "school"
+"""The recipient group of other schools, where a CP file goes separately to the DSL (RULES.md §4)."""
 _EXPLANATIONS: dict[str, str] = {
     R.UNKNOWN_RECIPIENT: "the recipient is not in the Trust's register",
     R.SALE_OF_DATA: "the Trust received consideration for the data, which consent cannot cure",
@@ -493,11 +502,14 @@ def _check_channel(ctx: _Flow) -> None:
     bulk = max(flow.record_count, len(flow.subjects)) >= idx.policy.channels.bulk_threshold
     if (ctx.art9 or ctx.art10 or safeguarding or bulk) and flow.channel not in idx.secure_channels:
         reasons.add(R.INSECURE_CHANNEL)
-    if any(covered_by(c, idx.cp_file_categories) for c in ctx.categories):
-        # The CP file goes separately from the main file, to the DSL (KCSIE; §6.13).
-        allowed = idx.safeguarding_categories | {"identity"}
-        if not flow.addressed_to_dsl or not all(covered_by(c, allowed) for c in ctx.categories):
+    if flow.purpose in idx.cp_file_purposes:
+        # The CP file goes separately from the main file, to the DSL (KCSIE; §6.13): judged by the purpose, so a
+        # CP file labelled plain `safeguarding` is caught too; it may hold whatever its grant permits (Art 10 too).
+        grant = ctx.grant
+        if not flow.addressed_to_dsl or grant is None or not all(idx.permits(grant, c) for c in ctx.categories):
             reasons.add(R.INSECURE_CHANNEL)
+    elif ctx.group == _SCHOOL and any(covered_by(c, idx.cp_file_categories) for c in ctx.categories):
+        reasons.add(R.INSECURE_CHANNEL)  # a CP file sent to a school with the main file (e.g. in the CTF)
 
 
 # --- subject-level checks ------------------------------------------------------------------------------------

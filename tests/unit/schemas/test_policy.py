@@ -88,3 +88,11 @@ def test_usa_is_not_adequate_but_the_eea_is() -> None:
     assert "US" not in index.adequate
     assert {"IE", "FR", "DE", "NO", "IS", "LI"} <= index.adequate
     assert "US" in index.dpf_countries
+
+
+def test_unknown_cp_file_purpose_names_the_rules_file(policy_copy: Path) -> None:
+    path = policy_copy / "rules.yaml"
+    path.write_text(path.read_text().replace("cp_file_purposes: [cp_file_transfer]", "cp_file_purposes: [cp_flie]"))
+    with pytest.raises(ConfigurationError) as info:
+        load_policy(policy_copy)
+    assert "rules.yaml: channels.cp_file_purposes: unknown purpose 'cp_flie'" in str(info.value)

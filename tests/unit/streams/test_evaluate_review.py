@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from schemas.decisions import Decision
-from schemas.events import DisclosureRequest
+from schemas.events import DataFlow, DisclosureRequest
 from streams.builders import born, competence, consent, flow, withdrawal
 
 Judge = Callable[..., Decision]
@@ -103,3 +103,23 @@ def test_to_data_subject_flag_does_not_excuse_a_transfer_to_an_organisation(judg
 
 def _request(requester: str) -> DisclosureRequest:
     return DisclosureRequest(requester=requester, relationship="self")
+
+
+# --- 4. RULES.md §6.13, §4 Other schools, §3: the CP file goes separately, to the DSL; it may hold Art 10 data ----
+
+
+def cp_file(categories: list[str], **kw: object) -> DataFlow:
+    return flow(WHEN, "school:urn:100234", "cp_file_transfer", categories, subjects=["cal"], **kw)
+
+
+def test_cp_file_transfer_is_judged_by_its_purpose_and_may_carry_criminal_offence_data(judge: Judge) -> None:
+    with_allegation = cp_file(
+        ["identity", "safeguarding.cp_file", "criminal.allegation"], channel="cpoms_transfer", addressed_to_dsl=True
+    )
+    assert judge(with_allegation, CAL).reasons == []
+    # A CP file transfer not addressed to the DSL breaks the rule whatever the safeguarding category is called.
+    not_to_dsl = cp_file(["identity", "safeguarding"], channel="s2s")
+    assert judge(not_to_dsl, CAL).reasons == ["INSECURE_CHANNEL"]
+    # Bundled with the main file: not separate, and outside the CP file's permitted set.
+    bundled = cp_file(["identity", "safeguarding", "attendance"], channel="s2s", addressed_to_dsl=True)
+    assert judge(bundled, CAL).reasons == ["CATEGORY_NOT_PERMITTED_FOR_RECIPIENT", "INSECURE_CHANNEL"]
