@@ -40,6 +40,9 @@ it is implemented):
 - The connector's to_data_subject flag is believed only for a flow to the family whose request was made by the
   flow's subject (every subject, if several): a processor or partner is never the data subject, nor is a parent
   receiving the child's data, so those transfers are checked whatever the flag says.
+- Every flow to the family, operational school updates too, must name who received it (a court order can
+  only be honoured that way); the education-law parent and adult-pupil tests apply to all of them, the PR
+  and competent-child tests of §6.12 to SARs.
 - A safeguarding referral is never blocked because the child has left.
 - The CP-file rule (separately, to the DSL) binds transfers to schools: a CP-file purpose must be addressed to
   the DSL and carry only what its grant permits, and CP-file data sent to a school under any other purpose is
@@ -78,6 +81,7 @@ _CONSENT_IRRELEVANT = frozenset(
 _NATURAL_PARENTS = frozenset({"mother", "father", "parent"})
 _FAMILY = "family"
 """The recipient group of the pupil's family and the data subjects themselves (RULES.md §4 Family)."""
+_DISCLOSURE_KINDS = frozenset({"family", "subject_access"})
 _SCHOOL = "school"
 """The recipient group of other schools, where a CP file goes separately to the DSL (RULES.md §4)."""
 _EXPLANATIONS: dict[str, str] = {
@@ -474,7 +478,7 @@ def _check_transfer(ctx: _Flow, recipient: RecipientDef, *, to_subject: bool = F
 
 def _check_harm_and_data_age(ctx: _Flow) -> None:
     flow, reasons, idx = ctx.flow, ctx.reasons, ctx.idx
-    if ctx.kind in ("family", "subject_access"):
+    if ctx.group == _FAMILY or ctx.kind in _DISCLOSURE_KINDS:
         ctx.rules.append("6.12.harm")
         request = flow.request
         to_child = request is not None and request.requester in {s.id for s in flow.subjects}
@@ -526,7 +530,8 @@ def _check_subject(ctx: _Flow, subject: Subject) -> set[str]:
         _check_objections(ctx, subject, sstate, reasons)
     if subject.kind == "pupil":
         _check_court_orders(ctx, sstate, reasons)
-        if kind in ("family", "subject_access"):
+        if ctx.group == _FAMILY or kind in _DISCLOSURE_KINDS:
+            # Any flow to the family, not only reports and SARs, needs an entitled requester (§6.11, §4 Family).
             _check_entitlement(ctx, subject, sstate, reasons)
         _check_retention(ctx, grant, sstate, reasons)
     if kind == "law_enforcement" and ctx.flow.request is not None and not ctx.flow.emergency:
@@ -779,7 +784,7 @@ def _check_objections(ctx: _Flow, subject: Subject, sstate: SubjectState, out: s
         grounds, upheld = o[9], o[10]
         if grounds == "direct_marketing" and ctx.kind == "marketing":
             continue  # handled as a withdrawal of the opt-in
-        if grounds == "disclosure" and ctx.kind in ("family", "subject_access"):
+        if grounds == "disclosure" and (ctx.group == _FAMILY or ctx.kind in _DISCLOSURE_KINDS):
             continue  # a child's objection to disclosure is an entitlement question
         binding = (
             biometric  # POFA 2012 s26(5): the child's objection, or any parent's, overrides everyone
@@ -829,7 +834,7 @@ def _check_entitlement(ctx: _Flow, subject: Subject, sstate: SubjectState, out: 
     flow = ctx.flow
     request = flow.request
     if request is None:
-        out.add(R.REQUESTER_NOT_ENTITLED)  # fail closed: a family or SAR disclosure must say who asked
+        out.add(R.REQUESTER_NOT_ENTITLED)  # fail closed: a disclosure to the family must say who received it
         return
     if request.requester == subject.id:
         return  # the data belong to the child: the pupil's own request
@@ -843,7 +848,7 @@ def _check_entitlement(ctx: _Flow, subject: Subject, sstate: SubjectState, out: 
         if not (request.authorised_by_pupil or flow.emergency):
             out.add(R.REQUESTER_NOT_ENTITLED)  # an adult pupil: nothing without their consent (§4 Family)
         return
-    if ctx.kind == "family":
+    if ctx.kind != "subject_access":
         if not (flags & (PR | CARE) or rel in _NATURAL_PARENTS):
             out.add(R.REQUESTER_NOT_ENTITLED)  # not an education-law parent (Education Act 1996 s576)
             return

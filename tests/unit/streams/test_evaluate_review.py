@@ -123,3 +123,27 @@ def test_cp_file_transfer_is_judged_by_its_purpose_and_may_carry_criminal_offenc
     # Bundled with the main file: not separate, and outside the CP file's permitted set.
     bundled = cp_file(["identity", "safeguarding", "attendance"], channel="s2s", addressed_to_dsl=True)
     assert judge(bundled, CAL).reasons == ["CATEGORY_NOT_PERMITTED_FOR_RECIPIENT", "INSECURE_CHANNEL"]
+
+
+# --- 5. RULES.md §6.11 and §4 Family: every flow to the family needs an entitled requester -------------------
+
+
+def updates(subject: str, request: dict[str, object] | None) -> DataFlow:
+    return flow(
+        WHEN, "family", "school_updates", ["identity", "attendance"], subjects=[subject], channel="encrypted_email",
+        request=request,
+    )  # fmt: skip
+
+
+def test_school_updates_to_the_family_need_an_entitled_requester(judge: Judge) -> None:
+    # "A non-parent with no PR and no care of the child gets nothing."
+    neighbour = updates("cal", {"requester": "neighbour-1", "relationship": "other"})
+    assert judge(neighbour, CAL).reasons == ["REQUESTER_NOT_ENTITLED"]
+    # "Adult pupils (18+): nothing without their consent, except an emergency."
+    mother = {"requester": "mum-1", "relationship": "mother", "has_parental_responsibility": True}
+    assert judge(updates("zoe", mother), ZOE).reasons == ["REQUESTER_NOT_ENTITLED"]
+    assert judge(updates("zoe", {**mother, "authorised_by_pupil": True}), ZOE).reasons == []
+    # Fail closed: a disclosure to the family that does not say who received it.
+    assert judge(updates("cal", None), CAL).reasons == ["REQUESTER_NOT_ENTITLED"]
+    # "Every education-law parent gets reports": a father without PR still gets the running of the school.
+    assert judge(updates("cal", {"requester": "dad-1", "relationship": "father"}), CAL).reasons == []
