@@ -44,6 +44,8 @@ it is implemented):
   only be honoured that way); the education-law parent and adult-pupil tests apply to all of them, the PR
   and competent-child tests of §6.12 to SARs.
 - A safeguarding referral is never blocked because the child has left.
+- A report to parents after the pupil has left the Trust is not among §6.6's exceptions (the annual report is
+  due while the pupil is on roll), so it is RETENTION_EXCEEDED; the family can still make a SAR.
 - The CP-file rule (separately, to the DSL) binds transfers to schools: a CP-file purpose must be addressed to
   the DSL and carry only what its grant permits, and CP-file data sent to a school under any other purpose is
   not separate. CP-file content in a referral to children's social care, health or the police is judged as
@@ -887,10 +889,9 @@ def _check_retention(ctx: _Flow, grant: GrantIndex, sstate: SubjectState, out: s
         out.add(R.RETENTION_EXCEEDED)
         return
     left = sstate.left_at(ctx.t)
+    # The purpose decides (§6.6), never the stated or default basis: a connector can call a routine sync a
+    # legal obligation, and a grant listing legal_obligation first would otherwise exempt every flow under it.
     if left is None or grant.purpose.allowed_after_leaving:
-        return
-    basis = flow.lawful_basis or grant.grant.bases[0]
-    if basis == "legal_obligation":
         return
     recipient = ctx.recipient
     grace = retention.supplier_sync_days_after_leaving * 86_400_000_000

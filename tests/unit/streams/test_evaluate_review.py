@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from schemas.decisions import Decision
 from schemas.events import DataFlow, DisclosureRequest
-from streams.builders import born, competence, consent, flow, withdrawal
+from streams.builders import born, competence, consent, flow, left, withdrawal
 
 Judge = Callable[..., Decision]
 
@@ -147,3 +147,23 @@ def test_school_updates_to_the_family_need_an_entitled_requester(judge: Judge) -
     assert judge(updates("cal", None), CAL).reasons == ["REQUESTER_NOT_ENTITLED"]
     # "Every education-law parent gets reports": a father without PR still gets the running of the school.
     assert judge(updates("cal", {"requester": "dad-1", "relationship": "father"}), CAL).reasons == []
+
+
+# --- 6. RULES.md §6.6: leaver flows only for the listed purposes; supplier syncs drop pupils after 30 days -------
+
+
+def test_a_legal_obligation_basis_does_not_keep_a_leavers_data_flowing(judge: Judge) -> None:
+    gone = left("2023-07-20T00:00Z", "cal", "rose-valley")
+    sync = flow(WHEN, "sims", "mis_sync", ["identity", "assessment"], subjects=["cal"], lawful_basis="legal_obligation")
+    assert judge(sync, CAL, gone).reasons == ["RETENTION_EXCEEDED"]
+    # legal_obligation comes first in these grants, so it was the default basis; the purpose decides.
+    mother = {"requester": "mum-1", "relationship": "mother", "has_parental_responsibility": True}
+    report = flow(WHEN, "family", "parent_report", ["assessment"], subjects=["cal"], request=mother)
+    assert judge(report, CAL, gone).reasons == ["RETENTION_EXCEEDED"]
+    fsm = flow(WHEN, "local-authority", "fsm_eligibility_check", ["identity", "fsm_eligibility"], subjects=["cal"])
+    assert judge(fsm, CAL, gone).reasons == ["RETENTION_EXCEEDED"]
+    # A statutory return and a SAR remain allowed for a leaver.
+    census = flow(WHEN, "dfe", "census_return", ["identity", "attendance"], subjects=["cal"], channel="dfe_collect")
+    assert judge(census, CAL, gone).reasons == []
+    sar = flow(WHEN, "family", "subject_access", ["assessment"], subjects=["cal"], request=mother)
+    assert judge(sar, CAL, gone).reasons == []
