@@ -43,6 +43,8 @@ it is implemented):
 - Every flow to the family, operational school updates too, must name who received it (a court order can
   only be honoured that way); the education-law parent and adult-pupil tests apply to all of them, the PR
   and competent-child tests of §6.12 to SARs.
+- A pupil's own consent at 13-17 (outside an ISS) rests on the latest competence assessment made by the time
+  of the consent that covers its purpose; the assessment the consent form cites counts only on those terms.
 - A safeguarding referral is never blocked because the child has left.
 - A report to parents after the pupil has left the Trust is not among §6.6's exceptions (the annual report is
   due while the pupil is on roll), so it is RETENTION_EXCEEDED; the family can still make a SAR.
@@ -586,7 +588,7 @@ def _consent_covers(ctx: _Flow, rec: tuple[Any, ...], needed: Sequence[str]) -> 
     return all(covered_by(c, cats) for c in needed)
 
 
-def _self_consent_ok(ctx: _Flow, sstate: SubjectState, given: int, assessment: str | None) -> bool:
+def _self_consent_ok(ctx: _Flow, sstate: SubjectState, given: int) -> bool:
     age = ctx.age(sstate, given)
     if age is None:
         return False  # without a date of birth the Trust cannot show the pupil could consent alone
@@ -596,22 +598,19 @@ def _self_consent_ok(ctx: _Flow, sstate: SubjectState, given: int, assessment: s
         return True
     if ctx.kind == "biometric":
         return False  # POFA 2012 s27: a child's biometrics need a parent's written consent, never the child's own
-    if age >= 13:
-        if assessment is not None and any(r[1] == assessment and r[2] for r in sstate.competences):
-            return True
-        return sstate.competent_at(given, ctx.purpose) is not None
-    return False
+    # The latest assessment made by the time of the consent and covering its purpose decides (§2: the facts as
+    # they stood), whichever assessment the consent form cites.
+    return age >= 13 and sstate.competent_at(given, ctx.purpose) is not None
 
 
 def _authorised(
-    ctx: _Flow, subject: Subject, sstate: SubjectState, actor: str, rel: str, flags: int, given: int,
-    assessment: str | None = None,
-) -> bool:  # fmt: skip
+    ctx: _Flow, subject: Subject, sstate: SubjectState, actor: str, rel: str, flags: int, given: int
+) -> bool:
     """Could this person give (or withdraw) consent for this subject (RULES.md §5 "Who may consent")?"""
     if subject.kind == "parent":
         return actor == subject.id or rel == "self"  # an adult consents for themselves only
     if actor == subject.id or rel == "self":
-        return _self_consent_ok(ctx, sstate, given, assessment)
+        return _self_consent_ok(ctx, sstate, given)
     age_now = ctx.age(sstate)
     if age_now is not None and age_now >= 18:
         return False  # PR ends at 18 (Children Act 1989 s105); earlier parental consent lapses
@@ -720,7 +719,7 @@ def _consent_outcome(
         if _ended(ctx, subject, sstate, rec):
             withdrawn = True
             continue
-        if not _authorised(ctx, subject, sstate, rec[2], rec[3], flags, rec[0], rec[9]):
+        if not _authorised(ctx, subject, sstate, rec[2], rec[3], flags, rec[0]):
             unauthorised = True
             continue
         ids.append(rec[1])

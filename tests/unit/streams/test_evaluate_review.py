@@ -167,3 +167,20 @@ def test_a_legal_obligation_basis_does_not_keep_a_leavers_data_flowing(judge: Ju
     assert judge(census, CAL, gone).reasons == []
     sar = flow(WHEN, "family", "subject_access", ["assessment"], subjects=["cal"], request=mother)
     assert judge(sar, CAL, gone).reasons == []
+
+
+# --- 7. RULES.md §2 (facts at occurred_at) and §5: 13-17 consent needs a recorded competence assessment ---------
+
+
+def test_a_cited_competence_assessment_must_predate_the_consent_and_cover_its_purpose(judge: Judge) -> None:
+    own = consent(
+        "2024-02-01T00:00Z", "ben", "peripatetic-music", "music_tuition", ["identity"],
+        by="ben", relationship="self", pr=False, assessment="a1",
+    )  # fmt: skip
+    lessons = flow("2024-03-01T10:00Z", "peripatetic-music", "music_tuition", ["identity"], subjects=["ben"])
+    recorded_later = competence("2024-07-01T00:00Z", "ben", assessment_id="a1")
+    assert judge(lessons, BEN, own, recorded_later).reasons == ["CONSENT_GIVER_NOT_AUTHORISED"]
+    other_purpose = competence("2024-01-01T00:00Z", "ben", assessment_id="a1", purposes=["health_referral"])
+    assert judge(lessons, BEN, own, other_purpose).reasons == ["CONSENT_GIVER_NOT_AUTHORISED"]
+    in_time = competence("2024-01-01T00:00Z", "ben", assessment_id="a1", purposes=["music_tuition"])
+    assert judge(lessons, BEN, own, in_time).reasons == []
