@@ -148,6 +148,10 @@ class Grant(Model):
     conditions: list[Identifier] = Field(default_factory=list, description="Art 9 / Art 10 conditions.")
     consent: ConsentNeed = "never"
     categories: list[DottedKey] = Field(min_length=1)
+    category_min_age: dict[DottedKey, Annotated[int, Field(ge=1, le=25)]] = Field(
+        default_factory=dict,
+        description="Permitted categories a pupil must have reached this age for (e.g. Cool Milk's FSM flag: 5).",
+    )
     agreement: AgreementType | None = Field(default=None, description="Overrides the recipient's agreement.")
     note: str = ""
 
@@ -266,6 +270,11 @@ def _cross_reference_problems(policy: Policy) -> list[str]:
                 f"{where}.conditions: unknown condition {c!r}" for c in grant.conditions if c not in conditions
             ]
             problems += [f"{where}.categories: unknown category {c!r}" for c in grant.categories if c not in categories]
+            problems += [
+                f"{where}.category_min_age: {c!r} is not a permitted category"
+                for c in grant.category_min_age
+                if not covered_by(c, tuple(grant.categories))
+            ]
     problems += [
         f"channels.cp_file_purposes: unknown purpose {p!r}"
         for p in policy.channels.cp_file_purposes
@@ -289,6 +298,7 @@ class GrantIndex:
     art10_conditions: frozenset[str]
     permitted: frozenset[str]
     agreement: AgreementType
+    min_ages: tuple[tuple[str, int], ...] = ()
     permits_memo: dict[str, bool] = field(default_factory=dict)
 
 
@@ -335,6 +345,7 @@ class PolicyIndex:
                     art10_conditions=frozenset(c.key for c in conds if c.covers in ("art10", "both")),
                     permitted=frozenset(grant.categories),
                     agreement=grant.agreement or recipient.agreement,
+                    min_ages=tuple(grant.category_min_age.items()),
                 )
         prefixes = sorted(
             ((p, r) for r in policy.recipients for p in r.id_prefixes), key=lambda pr: len(pr[0]), reverse=True

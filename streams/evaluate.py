@@ -45,6 +45,8 @@ it is implemented):
   and competent-child tests of §6.12 to SARs.
 - A pupil's own consent at 13-17 (outside an ISS) rests on the latest competence assessment made by the time
   of the consent that covers its purpose; the assessment the consent form cites counts only on those terms.
+- Cool Milk's "FSM flag for over-5s" is read as from the 5th birthday (when the under-5s' free milk ends);
+  a pupil with no recorded date of birth cannot be shown to be five, so the flag is not permitted.
 - A safeguarding referral is never blocked because the child has left.
 - A report to parents after the pupil has left the Trust is not among §6.6's exceptions (the annual report is
   due while the pupil is on roll), so it is RETENTION_EXCEEDED; the family can still make a SAR.
@@ -538,11 +540,25 @@ def _check_subject(ctx: _Flow, subject: Subject) -> set[str]:
             # Any flow to the family, not only reports and SARs, needs an entitled requester (§6.11, §4 Family).
             _check_entitlement(ctx, subject, sstate, reasons)
         _check_retention(ctx, grant, sstate, reasons)
+        if grant.min_ages:
+            _check_min_ages(ctx, grant, sstate, reasons)
     if kind == "law_enforcement" and ctx.flow.request is not None and not ctx.flow.emergency:
         named = ctx.flow.request.named_subject_ids
         if (named and subject.id not in named) or (not named and len(ctx.flow.subjects) > 1):
             reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # a trawl: records outside the request (§6.2)
     return reasons
+
+
+def _check_min_ages(ctx: _Flow, grant: GrantIndex, sstate: SubjectState, out: set[str]) -> None:
+    """Categories the recipient may receive only for pupils of a given age (RULES.md §4, Cool Milk)."""
+    age = ctx.age(sstate)
+    for key, minimum in grant.min_ages:
+        # Either direction: `fsm_eligibility.x` is under the limit, and so is a parent category holding it.
+        if any(covered_by(c, (key,)) or covered_by(key, (c,)) for c in ctx.categories) and (
+            age is None or age < minimum  # fail closed: without a date of birth the age cannot be shown
+        ):
+            out.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
+            return
 
 
 def _touches(ctx: _Flow, recipient: str | None, rclass: str | None, purpose: str | None, cats: tuple[str, ...]) -> bool:

@@ -96,3 +96,14 @@ def test_unknown_cp_file_purpose_names_the_rules_file(policy_copy: Path) -> None
     with pytest.raises(ConfigurationError) as info:
         load_policy(policy_copy)
     assert "rules.yaml: channels.cp_file_purposes: unknown purpose 'cp_flie'" in str(info.value)
+
+
+def test_age_limit_on_a_category_the_grant_does_not_permit_is_refused(policy_copy: Path) -> None:
+    path = policy_copy / "recipients.yaml"
+    path.write_text(path.read_text().replace("category_min_age: {fsm_eligibility: 5}", "category_min_age: {health: 5}"))
+    with pytest.raises(ConfigurationError) as info:
+        load_policy(policy_copy)
+    assert "category_min_age: 'health' is not a permitted category" in str(info.value)
+    path.write_text(path.read_text().replace("category_min_age: {health: 5}", "category_min_age: {fsm_eligibility: 0}"))
+    with pytest.raises(ConfigurationError, match=r"category_min_age\.fsm_eligibility"):
+        load_policy(policy_copy)

@@ -184,3 +184,22 @@ def test_a_cited_competence_assessment_must_predate_the_consent_and_cover_its_pu
     assert judge(lessons, BEN, own, other_purpose).reasons == ["CONSENT_GIVER_NOT_AUTHORISED"]
     in_time = competence("2024-01-01T00:00Z", "ben", assessment_id="a1", purposes=["music_tuition"])
     assert judge(lessons, BEN, own, in_time).reasons == []
+
+
+# --- 8. RULES.md §4 register: "Cool Milk: name, DOB, class, school (FSM flag for over-5s)" ----------------------
+
+
+def test_cool_milk_gets_the_fsm_flag_only_for_pupils_aged_five_or_over(judge: Judge) -> None:
+    milk = ["identity.name", "identity.dob", "identity.class", "identity.school"]
+    noa = born("noa", "2019-06-03")  # five on the day of the flow
+
+    def to_cool_milk(categories: list[str], when: str = WHEN) -> DataFlow:
+        return flow(when, "cool-milk", "free_milk", categories, subjects=["noa"], channel="encrypted_api")
+
+    assert judge(to_cool_milk([*milk, "fsm_eligibility"], "2024-06-02T10:00Z"), noa).reasons == [
+        "CATEGORY_NOT_PERMITTED_FOR_RECIPIENT"
+    ]
+    assert judge(to_cool_milk(milk, "2024-06-02T10:00Z"), noa).reasons == []
+    assert judge(to_cool_milk([*milk, "fsm_eligibility"]), noa).reasons == []
+    # Fail closed: without a date of birth nobody can show the pupil is over five.
+    assert judge(to_cool_milk([*milk, "fsm_eligibility"])).reasons == ["CATEGORY_NOT_PERMITTED_FOR_RECIPIENT"]
