@@ -29,9 +29,12 @@ it is implemented):
   pupil's own consent is not (nobody can show they were old enough).
 - A withdrawal naming a scope ends every earlier consent it overlaps, by anyone entitled to consent for the
   subject; a parent's refusal ends only that parent's own earlier consent (except for biometrics, where any
-  parent's objection binds); nobody but the pupil can withdraw a competent pupil's own consent.
+  parent's refusal or objection binds); nobody but the pupil can withdraw a competent pupil's own consent.
 - A pupil's own consent to biometrics counts only if given at 18 or over; given younger it stays void after
   the 18th birthday (as for an ISS before 13), so an adult pupil must consent afresh.
+- An objection or refusal to biometrics binds when it comes from the child or a parent in the education-law
+  sense (a natural parent with or without PR, a PR holder, a guardian, anyone with care of the child, the local
+  authority under a care order); a neighbour's or other non-parent's does not.
 - A withdrawal naming a consent id reaches exactly that consent's scope (recipient, purpose, categories), also
   when a competent pupil's withdrawal overrides a parent's consent; an id the Trust holds no earlier consent
   for withdraws nothing (if the consent arrives late, the affected flows are re-evaluated).
@@ -85,6 +88,9 @@ _CONSENT_IRRELEVANT = frozenset(
     {"statutory", "safeguarding", "vital_interests", "law_enforcement", "court", "ctf", "legal", "cctv"}
 )
 _NATURAL_PARENTS = frozenset({"mother", "father", "parent"})
+# Relationships that make a person a parent for biometric objections without a recorded flag: natural parents,
+# guardians (who hold PR) and foster carers (who have care) - Education Act 1996 s576, as POFA 2012 s27 uses it.
+_PARENT_RELATIONSHIPS = _NATURAL_PARENTS | {"guardian", "special_guardian", "foster_carer"}
 _FAMILY = "family"
 """The recipient group of the pupil's family and the data subjects themselves (RULES.md §4 Family)."""
 _DISCLOSURE_KINDS = frozenset({"family", "subject_access"})
@@ -804,7 +810,8 @@ def _check_objections(ctx: _Flow, subject: Subject, sstate: SubjectState, out: s
         if grounds == "disclosure" and (ctx.group == _FAMILY or ctx.kind in _DISCLOSURE_KINDS):
             continue  # a child's objection to disclosure is an entitlement question
         binding = (
-            biometric  # POFA 2012 s26(5): the child's objection, or any parent's, overrides everyone
+            # POFA 2012 s26(5): the child's objection, or any parent's, overrides everyone; nobody else's does.
+            (biometric and _parent_or_child(ctx, subject, sstate, o[2], o[3], o[4]))
             or upheld
             or (consent_based and _authorised(ctx, subject, sstate, o[2], o[3], o[4], o[0]))
         )
@@ -817,7 +824,9 @@ def _check_objections(ctx: _Flow, subject: Subject, sstate: SubjectState, out: s
         for r in sstate.refusals:
             if r[0] > t:
                 break
-            if not _touches(ctx, r[4], r[5], r[6], r[7]):
+            if not _touches(ctx, r[4], r[5], r[6], r[7]) or not _parent_or_child(
+                ctx, subject, sstate, r[1], r[2], r[3]
+            ):
                 continue
             # A refusal stands until the same person later consents.
             later = any(c[0] > r[0] and c[0] <= t and c[2] == r[1] for c in sstate.consents)
@@ -825,6 +834,18 @@ def _check_objections(ctx: _Flow, subject: Subject, sstate: SubjectState, out: s
                 ctx.rules.append("5.objections")
                 out.add(R.OBJECTION_NOT_HONOURED)
                 return
+
+
+def _parent_or_child(ctx: _Flow, subject: Subject, sstate: SubjectState, actor: str, rel: str, flags: int) -> bool:
+    """Is this the child, or a parent in the education-law sense (POFA 2012 s27 objections to biometrics)?"""
+    if actor == subject.id or rel == "self":
+        return True
+    standing = sstate.standing(actor, ctx.t)  # the Trust's record of the person's standing beats the claim
+    if standing is not None:
+        rel, flags = standing
+    if rel == "local_authority":
+        return bool(flags & PR) or sstate.care_order_at(ctx.t) is not None
+    return bool(flags & (PR | CARE)) or rel in _PARENT_RELATIONSHIPS
 
 
 def _check_court_orders(ctx: _Flow, sstate: SubjectState, out: set[str]) -> None:

@@ -8,8 +8,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from schemas.decisions import Decision
-from schemas.events import DataFlow, DisclosureRequest
-from streams.builders import born, competence, consent, flow, left, withdrawal
+from schemas.events import DataFlow, DisclosureRequest, Fact
+from streams.builders import (
+    born,
+    competence,
+    consent,
+    flow,
+    left,
+    objection,
+    refusal,
+    standing,
+    withdrawal,
+)
 
 Judge = Callable[..., Decision]
 
@@ -203,3 +213,34 @@ def test_cool_milk_gets_the_fsm_flag_only_for_pupils_aged_five_or_over(judge: Ju
     assert judge(to_cool_milk([*milk, "fsm_eligibility"]), noa).reasons == []
     # Fail closed: without a date of birth nobody can show the pupil is over five.
     assert judge(to_cool_milk([*milk, "fsm_eligibility"])).reasons == ["CATEGORY_NOT_PERMITTED_FOR_RECIPIENT"]
+
+
+# --- 9. RULES.md §5 Biometrics: "no parent objecting, and no objection from the child" ---------------------------
+
+
+def test_only_the_child_and_parents_can_object_to_biometrics(judge: Judge) -> None:
+    biometric = flow(
+        WHEN, "biometric-catering", "biometric_catering", ["identity.name", "biometric"],
+        subjects=["ava"], channel="encrypted_api",
+    )  # fmt: skip
+    parent = consent(
+        "2024-01-01T00:00Z", "ava", "biometric-catering", "biometric_catering", ["identity.name", "biometric"],
+        explicit=True, written=True,
+    )  # fmt: skip
+
+    def objects(by: str, relationship: str, **kw: bool) -> Fact:
+        return objection(
+            "2024-03-01T00:00Z", "ava", "biometric-catering", None, grounds="biometrics", by=by,
+            relationship=relationship, pr=False, **kw,
+        )  # fmt: skip
+
+    assert judge(biometric, AVA, parent, objects("neighbour-1", "other")).reasons == []
+    no = refusal(
+        "2024-03-01T00:00Z", "ava", "biometric-catering", None, by="neighbour-1", relationship="other", pr=False
+    )
+    assert judge(biometric, AVA, parent, no).reasons == []
+    # Any parent binds, with or without PR; so does anyone with care of the child (an education-law parent).
+    assert judge(biometric, AVA, parent, objects("dad-2", "father")).reasons == ["OBJECTION_NOT_HONOURED"]
+    gran = standing("2023-09-01T00:00Z", "ava", "gran-1", "grandparent", care=True)
+    assert judge(biometric, AVA, parent, gran, objects("gran-1", "grandparent")).reasons == ["OBJECTION_NOT_HONOURED"]
+    assert judge(biometric, AVA, parent, objects("ava", "self")).reasons == ["OBJECTION_NOT_HONOURED"]
