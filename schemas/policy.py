@@ -326,7 +326,10 @@ class PolicyIndex:
     child_abuse_categories: frozenset[str] = frozenset({"safeguarding.child_abuse"})
     class_memo: dict[str, Sensitivity | None] = field(default_factory=dict)
     recipient_memo: dict[str, RecipientDef | None] = field(default_factory=dict)
-    flow_memo: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
+    flow_memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    """The evaluator's per-shape memo: what a flow's own fields and this policy alone decide."""
+    reasons_memo: dict[frozenset[str], tuple[tuple[str, ...], str]] = field(default_factory=dict)
+    """The evaluator's memo of a set of reason codes: (in report order, the explanation's "because" text)."""
 
     @classmethod
     def build(cls, policy: Policy) -> PolicyIndex:

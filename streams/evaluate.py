@@ -131,7 +131,7 @@ _SATISFIES: dict[str, frozenset[str]] = {
 }
 
 
-def ordered(reasons: set[str] | list[str]) -> list[str]:
+def ordered(reasons: set[str] | frozenset[str] | list[str]) -> list[str]:
     """Reason codes in report order (RULES.md §1: most specific first)."""
     if not reasons:
         return []
@@ -143,21 +143,95 @@ def age_on(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
-_LONDON_DAYS: dict[int, date] = {}
+_LONDON_DAYS: dict[int, tuple[date, str]] = {}
 _HOUR_US = 3_600_000_000
 
 
-def london_date(micros: int) -> date:
-    """The Europe/London calendar date of an instant."""
+def _london_day(micros: int) -> tuple[date, str]:
+    """The Europe/London calendar date of an instant, with its ISO text (for the explanation)."""
     # London's offset from UTC is a whole number of hours, so the London date is constant within a UTC hour.
     hour = micros // _HOUR_US
     found = _LONDON_DAYS.get(hour)
     if found is None:
-        found = from_us(hour * _HOUR_US).astimezone(LONDON).date()
+        day = from_us(hour * _HOUR_US).astimezone(LONDON).date()
+        found = (day, day.isoformat())
         if len(_LONDON_DAYS) > 200_000:
             _LONDON_DAYS.clear()
         _LONDON_DAYS[hour] = found
     return found
+
+
+def london_date(micros: int) -> date:
+    """The Europe/London calendar date of an instant."""
+    return _london_day(micros)[0]
+
+
+class _Shape:
+    """What follows from a flow's own fields and the policy alone: memoised per policy (`PolicyIndex.flow_memo`).
+
+    Most flows repeat a handful of shapes (a nightly MIS sync, a meal-provider update), so everything here,
+    the static reasons and the pieces of the explanation included, is worked out once per shape.
+    """
+
+    __slots__ = (
+        "allowed_basis",
+        "art9",
+        "art9_consent",
+        "art10",
+        "categories",
+        "consent_need",
+        "consent_relevant",
+        "disclosure",
+        "grant",
+        "group",
+        "head_one",
+        "kind",
+        "min_age",
+        "needed",
+        "ordinary",
+        "reasons",
+        "recipient",
+        "rules",
+        "what",
+        "where",
+    )
+
+    def __init__(self, ctx: _Flow) -> None:
+        grant, recipient, flow, kind = ctx.grant, ctx.recipient, ctx.flow, ctx.kind
+        self.recipient, self.grant, self.kind, self.group = recipient, grant, kind, ctx.group
+        self.reasons = frozenset(ctx.reasons)
+        self.rules = tuple(ctx.rules)
+        self.categories = ctx.categories
+        self.ordinary, self.art9, self.art10 = ctx.ordinary, ctx.art9, ctx.art10
+        self.consent_relevant = kind not in _CONSENT_IRRELEVANT
+        self.disclosure = ctx.group == _FAMILY or kind in _DISCLOSURE_KINDS
+        need = grant.grant.consent if grant is not None else "never"
+        self.consent_need = need
+        permits = ctx.idx.permits
+        # The categories a subject's consent must cover (RULES.md §5); categories the recipient may not receive
+        # at all are a minimisation failure, not a consent failure, so they are left out here.
+        self.needed: tuple[str, ...] = ()
+        self.art9_consent: tuple[str, ...] = ()
+        if grant is not None and need != "never":
+            if need == "required":
+                self.needed = tuple(c for c in ctx.ordinary + ctx.art10 if permits(grant, c))
+            art9 = tuple(c for c in ctx.art9 if permits(grant, c))
+            if art9 and not (need == "required" and grant.art9_conditions - {"explicit_consent"}):
+                self.art9_consent = art9
+        # Age-limited categories (RULES.md §4, Cool Milk): the flow fails if the pupil is under the highest limit
+        # of any limited category it carries, so one number decides.
+        limits = [
+            minimum
+            for key, minimum in (grant.min_ages if grant is not None else ())
+            if any(covered_by(c, (key,)) or covered_by(key, (c,)) for c in ctx.categories)
+        ]
+        self.min_age: int | None = max(limits) if limits else None
+        who = recipient.name if recipient is not None else f"an unregistered recipient ({flow.recipient})"
+        purpose = grant.purpose.label if grant is not None else flow.purpose
+        self.what = ", ".join(ctx.categories)
+        self.where = f" went to {who} for {purpose}, by {flow.channel}."
+        self.head_one = f"{self.what} about 1 person{self.where}"
+        self.allowed_basis = flow.lawful_basis or (grant.grant.bases[0] if grant is not None else "")
 
 
 class _Flow:
@@ -179,30 +253,32 @@ class _Flow:
         "reasons",
         "recipient",
         "rules",
+        "shape",
         "state",
-        "static_reasons",
         "t",
     )
 
-    def __init__(self, flow: DataFlow, state: State, idx: PolicyIndex) -> None:
+    # Set from the flow's shape by `_check_flow` before any check reads them.
+    shape: _Shape
+    recipient: RecipientDef | None
+    grant: GrantIndex | None
+    group: str
+    kind: str
+    rules: list[str]
+    categories: tuple[str, ...]
+    ordinary: tuple[str, ...]
+    art9: tuple[str, ...]
+    art10: tuple[str, ...]
+
+    def __init__(self, flow: DataFlow, state: State, idx: PolicyIndex, t: int, day: date) -> None:
         self.flow = flow
         self.state = state
         self.idx = idx
-        self.t = to_us(flow.occurred_at)
-        self.day = london_date(self.t)
-        self.categories: list[str] = list(dict.fromkeys(flow.categories))
-        self.reasons: set[str] = set()
-        self.static_reasons: frozenset[str] = frozenset()
-        self.facts: list[str] = []
-        self.rules: list[str] = []
-        self.recipient: RecipientDef | None = None
-        self.grant: GrantIndex | None = None
-        self.group = ""
-        self.kind = ""
+        self.t = t
+        self.day = day
         self.purpose = flow.purpose
-        self.ordinary: tuple[str, ...] = ()
-        self.art9: tuple[str, ...] = ()
-        self.art10: tuple[str, ...] = ()
+        self.reasons: set[str] = set()
+        self.facts: list[str] = []
 
     def age(self, subject: SubjectState, micros: int | None = None) -> int | None:
         """The pupil's age on the London date of `micros` (default: the flow), or None without a birth date."""
@@ -210,6 +286,9 @@ class _Flow:
         if birth is None:
             return None
         return age_on(birth, self.day if micros is None or micros == self.t else london_date(micros))
+
+
+_NO_REASONS: frozenset[str] = frozenset()
 
 
 def evaluate(
@@ -222,53 +301,74 @@ def evaluate(
     revision: int = 0,
 ) -> Decision:
     """Judge one flow on the facts as they stood at its `occurred_at`; never raises for a violation."""
-    ctx = _Flow(flow, state, policy.index)
-    _check_flow(ctx)
-    ctx.reasons = set(ctx.static_reasons) | ctx.reasons if ctx.static_reasons else ctx.reasons
-    verdicts: list[SubjectVerdict] = []
-    all_reasons = set(ctx.reasons)
-    seen: set[str] = set()
-    reasons: list[str] = []
-    for subject in flow.subjects:
-        if subject.id in seen:
-            continue
-        seen.add(subject.id)
-        own = _check_subject(ctx, subject) if ctx.grant is not None else set()
-        all_reasons |= own
-        reasons = ordered(ctx.reasons | own)
-        verdicts.append(
-            SubjectVerdict.trusted_from(
-                {
-                    "subject_id": subject.id,
-                    "subject_kind": subject.kind,
-                    "verdict": "violation" if reasons else "allowed",
-                    "reasons": reasons,
-                }
-            )
-        )
-    if len(verdicts) > 1:
-        reasons = ordered(all_reasons)  # with one subject, its reasons are the flow's
-    facts = list(dict.fromkeys(ctx.facts))
+    idx = policy.index
+    t = to_us(flow.occurred_at)
+    day, day_text = _london_day(t)
+    ctx = _Flow(flow, state, idx, t, day)
+    shape = _check_flow(ctx)
+    static = shape.reasons
+    subjects = flow.subjects
+    if len(subjects) == 1:
+        # The common case, one subject: its reasons are the flow's.
+        subject = subjects[0]
+        own = _check_subject(ctx, shape, subject) if shape.grant is not None else None
+        codes = static | ctx.reasons | own if own else (static | ctx.reasons if ctx.reasons else static)
+        reasons, because = _ordered(idx, codes)
+        verdicts = [_verdict(subject, reasons)]
+        head = f"On {day_text} {shape.head_one}"
+    else:
+        flow_codes = static | ctx.reasons
+        ctx.reasons = set(flow_codes)
+        verdicts = []
+        all_codes = set(flow_codes)
+        seen: set[str] = set()
+        reasons = []
+        for subject in subjects:
+            if subject.id in seen:
+                continue
+            seen.add(subject.id)
+            own = _check_subject(ctx, shape, subject) if shape.grant is not None else None
+            if own:
+                all_codes |= own
+            reasons = _ordered(idx, flow_codes | own if own else flow_codes)[0]
+            verdicts.append(_verdict(subject, reasons))
+        if len(verdicts) > 1:
+            reasons, because = _ordered(idx, all_codes)  # with one subject, its reasons are the flow's
+            count = len(verdicts)
+            head = f"On {day_text} {shape.what} about {count} people{shape.where}"
+        else:
+            reasons, because = _ordered(idx, set(reasons))
+            head = f"On {day_text} {shape.head_one}"
+    facts = ctx.facts
+    # The explanation names the facts as the checks relied on them (a consent covering both ordinary and Art 9
+    # categories is named twice there); facts_relied_on lists each once.
+    relied = f" It relied on {', '.join(facts)}." if facts else ""
+    if len(facts) > 1:
+        facts = list(dict.fromkeys(facts))
     digest = policy.digest
     verdict: Verdict = "violation" if reasons else "allowed"
-    return Decision.trusted_from(
+    if not reasons:
+        explanation = f"{head} Allowed under {shape.allowed_basis}.{relied}"
+    else:
+        explanation = f"{head} Violation: {because}.{_affected(ctx, verdicts)}{relied}"
+    return _new_decision(
         {
             "decision_id": decision_id_for(flow.event_id, digest, reasons, facts, supersedes),
             "flow_event_id": flow.event_id,
             "verdict": verdict,
             "reasons": reasons,
-            "explanation": _explain(ctx, verdict, reasons, verdicts),
+            "explanation": explanation,
             "recipient": flow.recipient,
             "purpose": flow.purpose,
             "categories": list(flow.categories),
-            "subject_ids": [s.id for s in flow.subjects],
+            "subject_ids": [s.id for s in subjects],
             "occurred_at": flow.occurred_at,
             "decided_at": decided_at or flow.emitted_at,
             "emitted_at": flow.emitted_at,
             "source_connector": flow.source.connector,
             "source_sequence": flow.source.sequence,
             "policy_digest": digest,
-            "notice_version": state.notice_version_at(ctx.t, policy.trust.notice_version),
+            "notice_version": state.notice_version_at(t, policy.trust.notice_version),
             "supersedes": supersedes,
             "rule_ids": ctx.rules,
             "facts_relied_on": facts,
@@ -278,13 +378,44 @@ def evaluate(
     )
 
 
+_new_decision = Decision.trusted_from
+_new_subject_verdict = SubjectVerdict.trusted_from
+
+
+def _verdict(subject: Subject, reasons: list[str]) -> SubjectVerdict:
+    return _new_subject_verdict(
+        {
+            "subject_id": subject.id,
+            "subject_kind": subject.kind,
+            "verdict": "violation" if reasons else "allowed",
+            # Each verdict gets its own list (the decision's list may be the same codes, never the same list).
+            "reasons": list(reasons),
+        }
+    )
+
+
+def _ordered(idx: PolicyIndex, codes: frozenset[str] | set[str]) -> tuple[list[str], str]:
+    """(reason codes in report order, the "because" text): memoised per set of codes on the policy index."""
+    if not codes:
+        return [], ""
+    memo = idx.reasons_memo
+    key = codes if isinstance(codes, frozenset) else frozenset(codes)
+    found = memo.get(key)
+    if found is None:
+        ranked = tuple(ordered(key))
+        found = (ranked, "; ".join(_EXPLANATIONS[r] for r in ranked))
+        if len(memo) >= 10_000:
+            memo.clear()
+        memo[key] = found
+    return list(found[0]), found[1]
+
+
 # --- flow-level checks ---------------------------------------------------------------------------------------
 
 
-def _check_flow(ctx: _Flow) -> None:
+def _check_flow(ctx: _Flow) -> _Shape:
     flow, idx = ctx.flow, ctx.idx
-    # Everything that depends only on the flow's own fields and the policy is memoised per policy: most flows
-    # repeat a handful of shapes (a nightly MIS sync, a meal-provider update), so this is a dict lookup.
+    # Everything that depends only on the flow's own fields and the policy is memoised per policy.
     key = (
         flow.recipient, flow.purpose, tuple(flow.categories), flow.lawful_basis, flow.condition, flow.channel,
         flow.destination_country, flow.transfer_safeguard, max(flow.record_count, len(flow.subjects)),
@@ -292,26 +423,26 @@ def _check_flow(ctx: _Flow) -> None:
         flow.unredacted_third_party_data,
     )  # fmt: skip
     memo = idx.flow_memo
-    static = memo.get(key)
-    if static is None:
+    shape = memo.get(key)
+    if shape is None:
+        ctx.rules = []
+        ctx.recipient, ctx.grant, ctx.group, ctx.kind = None, None, "", ""
+        ctx.ordinary = ctx.art9 = ctx.art10 = ()
+        ctx.categories = tuple(dict.fromkeys(flow.categories))
         _static_checks(ctx)
-        ctx.ordinary, ctx.art9, ctx.art10 = tuple(ctx.ordinary), tuple(ctx.art9), tuple(ctx.art10)
-        static = (
-            ctx.recipient, ctx.grant, ctx.kind, ctx.group, frozenset(ctx.reasons), tuple(ctx.rules),
-            ctx.ordinary, ctx.art9, ctx.art10,
-        )  # fmt: skip
+        shape = _Shape(ctx)
         if len(memo) >= 100_000:
             memo.clear()
-        memo[key] = static
-    else:
-        ctx.recipient, ctx.grant, ctx.kind, ctx.group = static[0], static[1], static[2], static[3]
-        ctx.rules = list(static[5])
-        ctx.ordinary, ctx.art9, ctx.art10 = static[6], static[7], static[8]
-    # Flow-level reasons found so far are the static ones; the dynamic checks below add to a fresh set.
-    ctx.static_reasons = static[4]
+        memo[key] = shape
+    ctx.shape = shape
+    ctx.recipient, ctx.grant, ctx.kind, ctx.group = shape.recipient, shape.grant, shape.kind, shape.group
+    ctx.categories, ctx.ordinary, ctx.art9, ctx.art10 = shape.categories, shape.ordinary, shape.art9, shape.art10
+    ctx.rules = list(shape.rules)
+    # Flow-level reasons found so far are the shape's; the dynamic checks below add to a fresh set.
     ctx.reasons = set()
     if ctx.grant is not None and ctx.recipient is not None:
         _dynamic_checks(ctx, ctx.grant, ctx.recipient)
+    return shape
 
 
 def _static_checks(ctx: _Flow) -> None:
@@ -531,40 +662,36 @@ def _check_channel(ctx: _Flow) -> None:
 # --- subject-level checks ------------------------------------------------------------------------------------
 
 
-def _check_subject(ctx: _Flow, subject: Subject) -> set[str]:
+def _check_subject(ctx: _Flow, shape: _Shape, subject: Subject) -> set[str] | None:
+    """The subject's own reasons (None when there are none)."""
     reasons: set[str] = set()
     sstate = ctx.state.subject(subject.id)
-    grant = ctx.grant
+    grant = shape.grant
     assert grant is not None
-    kind = ctx.kind
-    if kind not in _CONSENT_IRRELEVANT:
-        _check_consent(ctx, grant, subject, sstate, reasons)
-        _check_objections(ctx, subject, sstate, reasons)
+    kind = shape.kind
+    if shape.consent_relevant:
+        if shape.consent_need != "never":
+            _check_consent(ctx, shape, subject, sstate, reasons)
+        # Only a recorded objection (or, for biometrics, a refusal) can make this check find anything.
+        if sstate.objections or (kind == "biometric" and sstate.refusals):
+            _check_objections(ctx, subject, sstate, reasons)
     if subject.kind == "pupil":
-        _check_court_orders(ctx, sstate, reasons)
-        if ctx.group == _FAMILY or kind in _DISCLOSURE_KINDS:
+        if sstate.court_orders:
+            _check_court_orders(ctx, sstate, reasons)
+        if shape.disclosure:
             # Any flow to the family, not only reports and SARs, needs an entitled requester (§6.11, §4 Family).
             _check_entitlement(ctx, subject, sstate, reasons)
-        _check_retention(ctx, grant, sstate, reasons)
-        if grant.min_ages:
-            _check_min_ages(ctx, grant, sstate, reasons)
+        if not ctx.flow.legal_hold:
+            _check_retention(ctx, grant, sstate, reasons)
+        if shape.min_age is not None:
+            age = ctx.age(sstate)
+            if age is None or age < shape.min_age:  # fail closed: without a date of birth the age cannot be shown
+                reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
     if kind == "law_enforcement" and ctx.flow.request is not None and not ctx.flow.emergency:
         named = ctx.flow.request.named_subject_ids
         if (named and subject.id not in named) or (not named and len(ctx.flow.subjects) > 1):
             reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # a trawl: records outside the request (§6.2)
-    return reasons
-
-
-def _check_min_ages(ctx: _Flow, grant: GrantIndex, sstate: SubjectState, out: set[str]) -> None:
-    """Categories the recipient may receive only for pupils of a given age (RULES.md §4, Cool Milk)."""
-    age = ctx.age(sstate)
-    for key, minimum in grant.min_ages:
-        # Either direction: `fsm_eligibility.x` is under the limit, and so is a parent category holding it.
-        if any(covered_by(c, (key,)) or covered_by(key, (c,)) for c in ctx.categories) and (
-            age is None or age < minimum  # fail closed: without a date of birth the age cannot be shown
-        ):
-            out.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
-            return
+    return reasons or None
 
 
 def _touches(ctx: _Flow, recipient: str | None, rclass: str | None, purpose: str | None, cats: tuple[str, ...]) -> bool:
@@ -759,15 +886,11 @@ def _consent_outcome(
     return "absent", []
 
 
-def _check_consent(ctx: _Flow, grant: GrantIndex, subject: Subject, sstate: SubjectState, out: set[str]) -> None:
-    need = grant.grant.consent
-    if need == "never":
-        return
+def _check_consent(ctx: _Flow, shape: _Shape, subject: Subject, sstate: SubjectState, out: set[str]) -> None:
     ctx.rules.append("5.consent")
-    # Categories the recipient may not receive at all are a minimisation failure, not a consent failure.
-    needed = [c for c in ctx.ordinary + ctx.art10 if ctx.idx.permits(grant, c)] if need == "required" else []
+    needed = shape.needed
     if needed:
-        status, ids = _consent_outcome(ctx, subject, sstate, needed, explicit=False)
+        status, ids = _consent_outcome(ctx, subject, sstate, needed, explicit=False) if sstate.consents else _ABSENT
         ctx.facts.extend(ids)
         if status != "ok":
             lead = {"marketing": R.MARKETING_WITHOUT_CONSENT, "promotional_photo": R.PHOTO_WITHOUT_PERMISSION}.get(
@@ -786,13 +909,17 @@ def _check_consent(ctx: _Flow, grant: GrantIndex, subject: Subject, sstate: Subj
                         status, R.NO_CONSENT
                     )
                 )
-    art9 = [c for c in ctx.art9 if ctx.idx.permits(grant, c)]
-    if art9 and not (need == "required" and grant.art9_conditions - {"explicit_consent"}):
-        status, ids = _consent_outcome(ctx, subject, sstate, art9, explicit=True)
+    art9 = shape.art9_consent
+    if art9:
+        status, ids = _consent_outcome(ctx, subject, sstate, art9, explicit=True) if sstate.consents else _ABSENT
         ctx.facts.extend(ids)
         if status != "ok":
             # Art 9 data the recipient may receive only with explicit consent: this code only (RULES.md §1).
             out.add(R.SPECIAL_CATEGORY_WITHOUT_CONDITION)
+
+
+# No consent on record: nothing can cover the flow (the ids are only read, never extended in place).
+_ABSENT: tuple[str, list[str]] = ("absent", [])
 
 
 def _check_objections(ctx: _Flow, subject: Subject, sstate: SubjectState, out: set[str]) -> None:
@@ -916,10 +1043,7 @@ def _competent_for_disclosure(ctx: _Flow, sstate: SubjectState) -> bool:
 
 
 def _check_retention(ctx: _Flow, grant: GrantIndex, sstate: SubjectState, out: set[str]) -> None:
-    flow = ctx.flow
-    if flow.legal_hold:
-        return
-    retention = ctx.idx.policy.retention
+    retention = ctx.idx.policy.retention  # the caller has checked for a legal hold
     birth = sstate.birth_date()
     if birth is not None and age_on(birth, ctx.day) >= retention.pupil_file_years_after_birth:
         out.add(R.RETENTION_EXCEEDED)
@@ -939,27 +1063,13 @@ def _check_retention(ctx: _Flow, grant: GrantIndex, sstate: SubjectState, out: s
 # --- explanation --------------------------------------------------------------------------------------------
 
 
-def _explain(ctx: _Flow, verdict: str, reasons: list[str], verdicts: list[SubjectVerdict]) -> str:
-    """One paragraph a DPO can read: what went where, the verdict, why, and what it rested on."""
-    flow = ctx.flow
-    who = ctx.recipient.name if ctx.recipient is not None else f"an unregistered recipient ({flow.recipient})"
-    purpose = ctx.grant.purpose.label if ctx.grant is not None else flow.purpose
+def _affected(ctx: _Flow, verdicts: list[SubjectVerdict]) -> str:
+    """With several subjects, who is affected beyond the flow's own reasons."""
     count = len(verdicts)
-    subjects = "1 person" if count == 1 else f"{count} people"
-    head = (
-        f"On {ctx.day.isoformat()} {', '.join(ctx.categories)} about {subjects} went to {who} "
-        f"for {purpose}, by {flow.channel}."
-    )
-    relied = f" It relied on {', '.join(ctx.facts)}." if ctx.facts else ""
-    if not reasons:
-        basis = flow.lawful_basis or (ctx.grant.grant.bases[0] if ctx.grant is not None else "")
-        return f"{head} Allowed under {basis}.{relied}"
-    because = "; ".join(_EXPLANATIONS[r] for r in reasons)
-    parts = [head, f" Violation: {because}."]
-    if count > 1:
-        bad = [v.subject_id for v in verdicts if v.reasons and set(v.reasons) - ctx.reasons]
-        if bad:
-            shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-            parts.append(f" {len(bad)} of {count} are affected: {shown}.")
-    parts.append(relied)
-    return "".join(parts)
+    if count < 2:
+        return ""
+    bad = [v.subject_id for v in verdicts if v.reasons and set(v.reasons) - ctx.reasons]
+    if not bad:
+        return ""
+    shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    return f" {len(bad)} of {count} are affected: {shown}."
