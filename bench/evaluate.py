@@ -1,7 +1,10 @@
 """Decisions per second on one core: JSON bytes in -> validated -> evaluated -> decision JSON out.
 
-Run: `.venv/bin/python bench/evaluate.py [--pupils N] [--flows N] [--seconds S]`. Prints the figures; the
-target is >= 50,000 decisions/s for realistic single-subject flows.
+Run: `.venv/bin/python bench/evaluate.py [--pupils N] [--flows N] [--seconds S] [--rounds R]`. Prints the best
+and median of each stage over interleaved rounds; the target is >= 50,000 decisions/s for realistic
+single-subject flows, measured on the path the stream runs: bytes -> parse_flow -> evaluate -> JSON bytes.
+The headline (last line) serialises with `Decision.to_json_bytes`, the same bytes as `model_dump_json().encode()`
+from the compiled serializer; the line before it is the same path with `model_dump_json().encode()`.
 """
 
 from __future__ import annotations
@@ -9,14 +12,16 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from schemas.events import DataFlow, parse_event, parse_flow  # noqa: E402
+from schemas.events import parse_event, parse_flow  # noqa: E402
 from schemas.policy import load_policy  # noqa: E402
 from streams import builders as b  # noqa: E402
 from streams.evaluate import evaluate  # noqa: E402
@@ -94,7 +99,7 @@ def build(pupils: int, flows: int, seed: int = 7, cache_size: int | None = None)
     return state, payloads
 
 
-def measure(label: str, seconds: float, step: object) -> float:
+def measure(seconds: float, step: Callable[[int], object]) -> float:
     """Run `step(i)` repeatedly for about `seconds`; returns calls per second."""
     gc.collect()
     count = 0
@@ -102,13 +107,11 @@ def measure(label: str, seconds: float, step: object) -> float:
     deadline = start + seconds
     while True:
         for _ in range(1000):
-            step(count)  # type: ignore[operator]
+            step(count)
             count += 1
         if time.perf_counter() >= deadline:
             break
-    rate = count / (time.perf_counter() - start)
-    print(f"  {label:<46} {rate:>10,.0f} /s   {1e6 / rate:7.2f} us each")
-    return rate
+    return count / (time.perf_counter() - start)
 
 
 def main() -> int:
@@ -116,7 +119,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pupils", type=int, default=20_000)
     parser.add_argument("--flows", type=int, default=20_000)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per stage per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; each runs every stage once, in turn")
     parser.add_argument("--cache-size", type=int, default=None, help="decoded subjects kept (default: all)")
     parser.add_argument("--no-freeze", dest="freeze", action="store_false", help="leave the GC untuned")
     args = parser.parse_args()
@@ -128,9 +132,10 @@ def main() -> int:
         f"built state for {args.pupils:,} pupils and {len(payloads):,} flows in {time.perf_counter() - t0:.1f}s"
         f" (decoded-subject cache: {cache:,})"
     )
-    flows = [parse_event(p) for p in payloads]
-    assert all(isinstance(f, DataFlow) for f in flows)
-    decisions = [evaluate(f, state, policy) for f in flows]  # type: ignore[arg-type]
+    flows = [parse_flow(p) for p in payloads]
+    # One warm-up pass: every subject decoded into the cache and every flow shape memoised on the policy index,
+    # as in a worker that has run for a while. The timed payloads are still new bytes parsed on every call.
+    decisions = [evaluate(f, state, policy) for f in flows]
     violations = sum(d.verdict == "violation" for d in decisions)
     print(f"verdicts: {len(decisions) - violations:,} allowed, {violations:,} violations")
     n = len(payloads)
@@ -138,23 +143,44 @@ def main() -> int:
         # A long-running worker loads its state once; freezing it keeps the cyclic GC from re-scanning it.
         gc.collect()
         gc.freeze()
-    print(f"one core, single-subject flows (gc.freeze after loading state: {args.freeze}):")
-    measure("validate: parse_event (any event kind)", args.seconds, lambda i: parse_event(payloads[i % n]))
-    measure("validate: parse_flow (flows topic)", args.seconds, lambda i: parse_flow(payloads[i % n]))
-    measure("evaluate (pure function)", args.seconds, lambda i: evaluate(flows[i % n], state, policy))  # type: ignore[arg-type]
-    measure("serialise decision (model_dump_json)", args.seconds, lambda i: decisions[i % n].model_dump_json())
-    measure(
-        "end to end with parse_event",
-        args.seconds,
-        lambda i: evaluate(parse_event(payloads[i % n]), state, policy).model_dump_json().encode(),  # type: ignore[arg-type]
+    stages: list[tuple[str, Callable[[int], object]]] = [
+        ("validate: parse_event (any event kind)", lambda i: parse_event(payloads[i % n])),
+        ("validate: parse_flow (flows topic)", lambda i: parse_flow(payloads[i % n])),
+        ("evaluate (pure function, pre-parsed flows)", lambda i: evaluate(flows[i % n], state, policy)),
+        ("serialise: model_dump_json().encode()", lambda i: decisions[i % n].model_dump_json().encode()),
+        ("serialise: to_json_bytes()", lambda i: decisions[i % n].to_json_bytes()),
+        (
+            "end to end: parse_event, model_dump_json",
+            lambda i: evaluate(parse_event(payloads[i % n]), state, policy).model_dump_json().encode(),  # type: ignore[arg-type]
+        ),
+        (
+            "end to end: parse_flow, model_dump_json",
+            lambda i: evaluate(parse_flow(payloads[i % n]), state, policy).model_dump_json().encode(),
+        ),
+        (
+            "end to end: parse_flow, to_json_bytes",
+            lambda i: evaluate(parse_flow(payloads[i % n]), state, policy).to_json_bytes(),
+        ),
+    ]
+    rates: dict[str, list[float]] = {label: [] for label, _ in stages}
+    print(
+        f"one core, single-subject flows, warm caches, gc.freeze after loading state: {args.freeze};"
+        f" {args.rounds} rounds of {args.seconds:g}s per stage, stages interleaved"
     )
-    rate = measure(
-        "end to end: bytes -> parse_flow -> evaluate -> JSON",
-        args.seconds,
-        lambda i: evaluate(parse_flow(payloads[i % n]), state, policy).model_dump_json().encode(),
-    )
+    for _ in range(args.rounds):
+        for label, step in stages:
+            rates[label].append(measure(args.seconds, step))
+    print(f"  {'stage':<44} {'best /s':>9} {'us':>6}   {'median /s':>9} {'us':>6}")
+    for label, found in rates.items():
+        best, median = max(found), statistics.median(found)
+        print(f"  {label:<44} {best:>9,.0f} {1e6 / best:6.2f}   {median:>9,.0f} {1e6 / median:6.2f}")
+    final = rates[stages[-1][0]]
+    best, median = max(final), statistics.median(final)
     target = 50_000
-    print(f"decisions/s (one core): {rate:,.0f}   target {target:,}: {'met' if rate >= target else 'NOT met'}")
+    print(
+        f"decisions/s end to end (one core): best {best:,.0f}, median {median:,.0f};"
+        f" target {target:,}: {'met' if median >= target else 'met at best only' if best >= target else 'NOT met'}"
+    )
     return 0
 
 
