@@ -96,7 +96,7 @@ def build_app(settings: Settings, decide: Decide, metrics: WorkerMetrics) -> fau
             return
         metrics.events_in.labels(kind="flow").inc()
         decision = decide(flow, datetime.now(UTC))
-        payload = decision.model_dump_json().encode()
+        payload = decision.to_json_bytes()
         await decisions.send(key=flow.partition_key(), value=payload)
         if decision.verdict == "violation":
             await violations.send(key=flow.partition_key(), value=payload)
