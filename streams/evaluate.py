@@ -341,11 +341,10 @@ def evaluate(
             reasons, because = _ordered(idx, set(reasons))
             head = f"On {day_text} {shape.head_one}"
     facts = ctx.facts
-    # The explanation names the facts as the checks relied on them (a consent covering both ordinary and Art 9
-    # categories is named twice there); facts_relied_on lists each once.
-    relied = f" It relied on {', '.join(facts)}." if facts else ""
     if len(facts) > 1:
+        # A consent covering both ordinary and Art 9 categories is relied on twice; name each fact once.
         facts = list(dict.fromkeys(facts))
+    relied = f" It relied on {', '.join(facts)}." if facts else ""
     digest = policy.digest
     verdict: Verdict = "violation" if reasons else "allowed"
     if not reasons:
