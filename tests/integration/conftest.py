@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,6 +116,23 @@ def clickhouse(settings: Settings) -> Iterator[Any]:
     migrate(client)
     yield client
     client.command(f"DROP DATABASE IF EXISTS {client.database}")
+
+
+@pytest.fixture
+def isolated(kafka: Settings, tmp_path: Path) -> Settings:
+    """Settings with this test's own topics, group, port and home: the session's worker never sees its events."""
+    prefix = f"{kafka.topics.flows.split('.')[0]}-{uuid.uuid4().hex[:6]}"
+    names = {name: f"{prefix}.{name}" for name in ("flows", "facts", "decisions", "violations", "dlq")}
+    settings = kafka.model_copy(
+        update={
+            "home": tmp_path,
+            "consumer_group": f"{prefix}-worker",
+            "worker_web_port": free_port(),
+            "topics": Topics(**names, partitions=1),
+        }
+    )
+    ensure_topics(settings)
+    return settings
 
 
 def running(child: Child) -> Iterator[Child]:

@@ -16,7 +16,8 @@ from .conftest import read_topic
 pytestmark = pytest.mark.kafka
 
 
-def test_flows_and_facts_go_to_their_topics_keyed_by_subject(kafka: Settings) -> None:
+def test_flows_and_facts_go_to_their_topics_keyed_by_subject(isolated: Settings) -> None:
+    kafka = isolated
     flow = b.flow("2025-03-03T09:00Z", "sims", "mis_sync", ["identity"], subjects=["emit-p1"], event_id="emit-f1")
     fact = b.consent(
         "2025-03-01T09:00Z", "emit-p2", "peripatetic-music", "music_tuition", ["identity"], event_id="emit-c1"

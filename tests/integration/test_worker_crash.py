@@ -6,16 +6,14 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from pupilflow import children
 from pupilflow.children import settings_env
-from pupilflow.topics import ensure_topics
-from schemas.settings import Settings, Topics
+from schemas.settings import Settings
 
-from .conftest import free_port, read_topic
+from .conftest import read_topic
 from .test_pipeline import a_flow
 
 pytestmark = pytest.mark.kafka
@@ -35,23 +33,6 @@ CRASHING_WORKER = textwrap.dedent(
     raise SystemExit(serve(build_app(settings, decide, WorkerMetrics())))
     """
 )
-
-
-@pytest.fixture
-def isolated(kafka: Settings, tmp_path: Path) -> Settings:
-    """This test's own topics and group, so the session's worker never sees its flow."""
-    prefix = f"{kafka.topics.flows.split('.')[0]}-crash"
-    names = {name: f"{prefix}.{name}" for name in ("flows", "facts", "decisions", "violations", "dlq")}
-    settings = kafka.model_copy(
-        update={
-            "home": tmp_path,
-            "consumer_group": f"{prefix}-worker",
-            "worker_web_port": free_port(),
-            "topics": Topics(**names, partitions=1),
-        }
-    )
-    ensure_topics(settings)
-    return settings
 
 
 def test_an_exception_while_deciding_stops_the_worker_with_an_error_and_keeps_the_flow(isolated: Settings) -> None:
