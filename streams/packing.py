@@ -52,7 +52,8 @@ class Vocabulary:
         return found
 
 
-def _varint(out: bytearray, value: int) -> None:
+def write_varint(out: bytearray, value: int) -> None:
+    """Append `value` (>= 0) as a LEB128 varint."""
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
@@ -80,7 +81,7 @@ def _time(out: bytearray, micros: int) -> None:
         value = (rel // 1_000_000) * 4 + 1
     else:
         value = rel * 4 + 2
-    _varint(out, _zigzag(value))
+    write_varint(out, _zigzag(value))
 
 
 def _canonical_uuid(text: str) -> bytes | None:
@@ -113,7 +114,7 @@ class _Writer:
             return
         seen = self.ids.get(text)
         if seen is not None:
-            _varint(out, 3 * seen + 1)
+            write_varint(out, 3 * seen + 1)
             return
         self.ids[text] = len(self.ids)
         if len(text) == 36 and text[8] == "-":
@@ -123,11 +124,12 @@ class _Writer:
                 out += packed
                 return
         raw = text.encode()
-        _varint(out, 3 * len(raw))
+        write_varint(out, 3 * len(raw))
         out += raw
 
 
-def _read_varint(raw: bytes, at: int) -> tuple[int, int]:
+def read_varint(raw: bytes | bytearray, at: int) -> tuple[int, int]:
+    """The LEB128 varint at `at` and the offset just past it."""
     result = 0
     shift = 0
     while True:
@@ -163,7 +165,7 @@ def _read_ident(raw: bytes, at: int, ids: list[str]) -> tuple[str | None, int]:
     if header < 0x80:
         at += 1
     else:
-        header, at = _read_varint(raw, at)
+        header, at = read_varint(raw, at)
     if header == 0:
         return None, at
     if header % 3 == 1:
@@ -187,7 +189,7 @@ def _generate_codecs() -> tuple[Any, Any]:
     dec = ["def decode(raw, at, words):", "    ids = []", "    sections = []"]
     enc = ["def encode(sections, code, out):", "    writer = _Writer(code)", "    writer.out = out"]
     small = "        b = raw[at]\n        if b < 128:\n            {v} = b\n            at += 1\n        else:\n" + (
-        "            {v}, at = _read_varint(raw, at)"
+        "            {v}, at = read_varint(raw, at)"
     )
     for number, layout in enumerate(LAYOUTS):
         dec += [
@@ -195,7 +197,7 @@ def _generate_codecs() -> tuple[Any, Any]:
             "    records = []",
             "    for _ in range(n):",
         ]
-        enc += [f"    records = sections[{number}]", "    _varint(out, len(records))", "    for r in records:"]
+        enc += [f"    records = sections[{number}]", "    write_varint(out, len(records))", "    for r in records:"]
         names = []
         for i, kind in enumerate(layout):
             v = f"f{i}"
@@ -210,12 +212,12 @@ def _generate_codecs() -> tuple[Any, Any]:
                 dec.append(small.format(v=v))
                 if kind == "V":
                     dec.append(f"        {v} = words[{v}]")
-                    enc.append(f"        _varint(out, code(r[{i}]))")
+                    enc.append(f"        write_varint(out, code(r[{i}]))")
                 elif kind == "v":
                     dec.append(f"        {v} = words[{v}] if {v} else None")
-                    enc.append(f"        _varint(out, 0 if r[{i}] is None else code(r[{i}]))")
+                    enc.append(f"        write_varint(out, 0 if r[{i}] is None else code(r[{i}]))")
                 else:
-                    enc.append(f"        _varint(out, r[{i}])")
+                    enc.append(f"        write_varint(out, r[{i}])")
             elif kind == "B":
                 dec += [f"        {v} = raw[at] == 1", "        at += 1"]
                 enc.append(f"        out.append(1 if r[{i}] else 0)")
@@ -244,9 +246,9 @@ def _generate_codecs() -> tuple[Any, Any]:
                     f"        {v} = tuple(words_)",
                 ]
                 enc += [
-                    f"        _varint(out, len(r[{i}]))",
+                    f"        write_varint(out, len(r[{i}]))",
                     f"        for w in r[{i}]:",
-                    "            _varint(out, code(w))",
+                    "            write_varint(out, code(w))",
                 ]
             elif kind == "l":
                 dec += [
@@ -258,7 +260,7 @@ def _generate_codecs() -> tuple[Any, Any]:
                     f"        {v} = tuple(texts)",
                 ]
                 enc += [
-                    f"        _varint(out, len(r[{i}]))",
+                    f"        write_varint(out, len(r[{i}]))",
                     f"        for x in r[{i}]:",
                     "            writer.ident(x)",
                 ]
@@ -267,11 +269,11 @@ def _generate_codecs() -> tuple[Any, Any]:
     dec.append("    return sections, at")
     enc.append("    return out")
     scope: dict[str, Any] = {
-        "_read_varint": _read_varint,
+        "read_varint": read_varint,
         "_read_time": _read_time,
         "_read_ident": _read_ident,
         "_Writer": _Writer,
-        "_varint": _varint,
+        "write_varint": write_varint,
         "_time": _time,
     }
     exec(compile("\n".join(dec) + "\n\n" + "\n".join(enc) + "\n", "<packing codecs>", "exec"), scope)
@@ -295,7 +297,7 @@ class _Reader:
 
     def varint(self) -> int:
         """Read one varint and advance."""
-        value, self.at = _read_varint(self.raw, self.at)
+        value, self.at = read_varint(self.raw, self.at)
         return value
 
 
@@ -321,10 +323,10 @@ def dumps_portable(sections: list[list[tuple[Any, ...]]]) -> bytes:
     local = Vocabulary()
     body = _encode(sections, local.code)
     out = bytearray([FORMAT_VERSION])
-    _varint(out, len(local.words) - 1)
+    write_varint(out, len(local.words) - 1)
     for word in local.words[1:]:
         encoded = word.encode()
-        _varint(out, len(encoded))
+        write_varint(out, len(encoded))
         out += encoded
     return bytes(out + body)
 

@@ -12,26 +12,9 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterator
 
+from streams.packing import read_varint, write_varint
+
 _EMPTY = 0
-
-
-def _put_varint(out: bytearray, value: int) -> None:
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _get_varint(raw: bytearray, at: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        byte = raw[at]
-        at += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, at
-        shift += 7
 
 
 class SubjectStore:
@@ -61,7 +44,7 @@ class SubjectStore:
             if offset == _EMPTY:
                 return slot
             if hashes[slot] == hashed:
-                length, at = _get_varint(arena, offset - 1)
+                length, at = read_varint(arena, offset - 1)
                 if arena[at : at + length] == key:
                     return slot
             slot = (slot + 1) & mask
@@ -74,8 +57,8 @@ class SubjectStore:
         if offset == _EMPTY:
             return None
         arena = self._arena
-        length, at = _get_varint(arena, offset - 1)
-        size, at = _get_varint(arena, at + length)
+        length, at = read_varint(arena, offset - 1)
+        size, at = read_varint(arena, at + length)
         return bytes(arena[at : at + size])
 
     def __contains__(self, subject_id: object) -> bool:
@@ -94,9 +77,9 @@ class SubjectStore:
         if previous != _EMPTY:
             self._live -= self._entry_size(previous - 1)
         start = len(arena)
-        _put_varint(arena, len(key))
+        write_varint(arena, len(key))
         arena += key
-        _put_varint(arena, len(payload))
+        write_varint(arena, len(payload))
         arena += payload
         self._live += len(arena) - start
         self._hashes[slot] = hashed
@@ -109,8 +92,8 @@ class SubjectStore:
             self.compact()
 
     def _entry_size(self, start: int) -> int:
-        length, at = _get_varint(self._arena, start)
-        size, at = _get_varint(self._arena, at + length)
+        length, at = read_varint(self._arena, start)
+        size, at = read_varint(self._arena, at + length)
         return at + size - start
 
     def _resize(self, size: int) -> None:
@@ -148,7 +131,7 @@ class SubjectStore:
         arena = self._arena
         for offset in self._offsets:
             if offset != _EMPTY:
-                length, at = _get_varint(arena, offset - 1)
+                length, at = read_varint(arena, offset - 1)
                 yield arena[at : at + length].decode()
 
     def nbytes(self) -> int:
