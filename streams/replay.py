@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -35,16 +35,32 @@ class Rejected:
     raw: str
 
 
+Outcome = tuple[str, tuple[str, ...]]
+"""A flow's final (verdict, reasons): all a summary or a policy comparison needs of it."""
+
+
 @dataclass(slots=True)
 class ReplayResult:
-    """Every decision in emission order, the rejected lines, and the final decision per flow."""
+    """What a replay produced: counts, each flow's final outcome, the rejects, and (when kept) every decision."""
 
     decisions: list[Decision] = field(default_factory=list)
     rejects: list[Rejected] = field(default_factory=list)
     duplicates: int = 0
+    emitted: int = 0
+    superseding: int = 0
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def record(self, decision: Decision, keep: bool) -> None:
+        """Count one emitted decision; a later decision on the same flow replaces its final outcome."""
+        self.emitted += 1
+        if decision.supersedes:
+            self.superseding += 1
+        self.outcomes[decision.flow_event_id] = (decision.verdict, tuple(decision.reasons))
+        if keep:
+            self.decisions.append(decision)
 
     def final(self) -> dict[str, Decision]:
-        """The latest decision on each flow (the verdict on the complete facts)."""
+        """The latest kept decision on each flow (the verdict on the complete facts)."""
         latest: dict[str, Decision] = {}
         for decision in self.decisions:
             latest[decision.flow_event_id] = decision
@@ -157,19 +173,43 @@ def _verdict_changed(old: Decision, new: Decision) -> bool:
     )
 
 
-def replay_lines(lines: Iterable[str | bytes], policy: Policy, lateness: timedelta = DEFAULT_LATENESS) -> ReplayResult:
-    """Replay JSON lines in order; invalid lines and reused event ids are rejected, and do not stop the run."""
+def replay_lines(
+    lines: Iterable[str | bytes],
+    policy: Policy,
+    lateness: timedelta = DEFAULT_LATENESS,
+    *,
+    on_decision: Callable[[Decision], None] | None = None,
+    keep_decisions: bool = True,
+    progress: Callable[[int, ReplayResult], None] | None = None,
+    progress_every: int = 100_000,
+) -> ReplayResult:
+    """Replay JSON lines in order; invalid lines and reused event ids are rejected, and do not stop the run.
+
+    `on_decision` sees every decision as it is made (to stream them to a file); with `keep_decisions=False`
+    only each flow's final outcome is kept, so years of history replay in bounded memory. `progress` is called
+    every `progress_every` lines with the line number and the result so far.
+    """
     replayer = Replayer(policy, lateness)
     result = ReplayResult()
+    number = 0
     for number, item in parse_lines(lines):
+        if progress is not None and number % progress_every == 0:
+            progress(number, result)
         if isinstance(item, Rejected):
             result.rejects.append(item)
             continue
         try:
-            result.decisions.extend(replayer.feed(item))
+            decisions = replayer.feed(item)
         except ValueError as exc:
             result.rejects.append(Rejected(number, str(exc), item.model_dump_json()))
+            continue
+        for decision in decisions:
+            result.record(decision, keep_decisions)
+            if on_decision is not None:
+                on_decision(decision)
     result.duplicates = replayer.duplicates
+    if progress is not None:
+        progress(number, result)
     return result
 
 
@@ -197,15 +237,13 @@ class Summary:
 
 def summarise(result: ReplayResult) -> Summary:
     """Counts by final verdict and by reason code."""
-    final = result.final()
-    verdicts = Counter(str(d.verdict) for d in final.values())
-    reasons = Counter(code for d in final.values() for code in d.reasons)
+    outcomes = result.outcomes.values()
     return Summary(
-        flows=len(final),
-        decisions=len(result.decisions),
-        superseded=sum(1 for d in result.decisions if d.supersedes),
-        by_verdict=dict(verdicts),
-        by_reason=dict(reasons),
+        flows=len(result.outcomes),
+        decisions=result.emitted,
+        superseded=result.superseding,
+        by_verdict=dict(Counter(verdict for verdict, _ in outcomes)),
+        by_reason=dict(Counter(code for _, reasons in outcomes for code in reasons)),
     )
 
 
@@ -220,12 +258,11 @@ class Difference:
 
 def compare(baseline: ReplayResult, candidate: ReplayResult) -> list[Difference]:
     """Flows whose final verdict or reasons differ between two replays of the same events."""
-    a, b = baseline.final(), candidate.final()
+    a, b = baseline.outcomes, candidate.outcomes
+    missing: Outcome = ("missing", ())
     out = []
     for flow_id in a.keys() | b.keys():
-        da, db = a.get(flow_id), b.get(flow_id)
-        before = (da.verdict, list(da.reasons)) if da else ("missing", [])
-        after = (db.verdict, list(db.reasons)) if db else ("missing", [])
+        before, after = a.get(flow_id, missing), b.get(flow_id, missing)
         if before != after:
-            out.append(Difference(flow_id, before, after))
+            out.append(Difference(flow_id, (before[0], list(before[1])), (after[0], list(after[1]))))
     return sorted(out, key=lambda d: d.flow_event_id)

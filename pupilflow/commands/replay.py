@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from schemas.decisions import Decision
 from schemas.errors import ConfigurationError
 from schemas.policy import load_policy
 from schemas.settings import Settings
@@ -31,10 +34,33 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _replay(events: Path, policy_dir: Path, lateness: timedelta) -> ReplayResult:
+def _replay(events: Path, policy_dir: Path, lateness: timedelta, out: TextIO | None, label: str = "") -> ReplayResult:
     policy = load_policy(policy_dir)
+    started = time.monotonic()
+
+    def progress(line: int, result: ReplayResult) -> None:
+        rate = line / max(time.monotonic() - started, 1e-9)
+        print(
+            f"replay{label}: line {line:,}  decisions {result.emitted:,}  rejected {len(result.rejects):,}"
+            f"  ({rate:,.0f} lines/s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def write(decision: Decision) -> None:
+        assert out is not None
+        out.write(decision.to_json_bytes().decode() + "\n")
+
     with events.open("r", encoding="utf-8", errors="backslashreplace") as lines:
-        return replay_lines(lines, policy, lateness)
+        # Decisions stream to --out as they are made and are not kept: years of history replay in bounded memory.
+        return replay_lines(
+            lines,
+            policy,
+            lateness,
+            on_decision=write if out is not None else None,
+            keep_decisions=False,
+            progress=progress,
+        )
 
 
 def run(args: argparse.Namespace, settings: Settings, stdout: TextIO | None = None) -> int:
@@ -47,21 +73,19 @@ def run(args: argparse.Namespace, settings: Settings, stdout: TextIO | None = No
         raise ConfigurationError(f"{args.events}: no such events file")
     lateness = timedelta(hours=hours)
     policy_dir = args.policy or settings.policy_dir
-    result = _replay(args.events, policy_dir, lateness)
-    if args.out is not None:
-        with args.out.open("w", encoding="utf-8") as sink:
-            for decision in result.decisions:
-                sink.write(decision.model_dump_json() + "\n")
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(args.out.open("w", encoding="utf-8")) if args.out is not None else None
+        result = _replay(args.events, policy_dir, lateness, sink)
     if args.rejects is not None:
-        with args.rejects.open("w", encoding="utf-8") as sink:
+        with args.rejects.open("w", encoding="utf-8") as rejects:
             for reject in result.rejects:
-                sink.write(json.dumps({"line": reject.line, "reason": reject.reason, "raw": reject.raw}) + "\n")
+                rejects.write(json.dumps({"line": reject.line, "reason": reject.reason, "raw": reject.raw}) + "\n")
     for reject in result.rejects:
         print(f"{args.events}:{reject.line}: {reject.reason}", file=sys.stderr)
     print(summarise(result).render(), file=out)
     print(f"rejected lines: {len(result.rejects)}   duplicate deliveries ignored: {result.duplicates}", file=out)
     if args.compare_policy is not None:
-        other = _replay(args.events, args.compare_policy, lateness)
+        other = _replay(args.events, args.compare_policy, lateness, None, label=f" ({args.compare_policy})")
         differences = compare(result, other)
         print(f"compared with {args.compare_policy}: {len(differences)} flow(s) judged differently", file=out)
         for diff in differences:

@@ -177,3 +177,24 @@ def test_a_late_agreement_reopens_flows_to_that_recipient_only(policy: Policy) -
     assert produced[0].verdict == "allowed"
     assert produced[0].supersedes == first.decision_id
     assert unrelated.reasons == ["NO_SHARING_AGREEMENT"]
+
+
+def test_streaming_replay_keeps_only_outcomes_and_agrees_with_the_full_one(policy: Policy) -> None:
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    full = replay_lines(lines, policy)
+    streamed: list[str] = []
+    ticks: list[int] = []
+    lean = replay_lines(
+        lines,
+        policy,
+        on_decision=lambda d: streamed.append(d.model_dump_json()),
+        keep_decisions=False,
+        progress=lambda line, _result: ticks.append(line),
+        progress_every=20,
+    )
+    assert lean.decisions == []
+    assert streamed == [d.model_dump_json() for d in full.decisions]
+    assert lean.outcomes == full.outcomes
+    assert summarise(lean) == summarise(full)
+    assert compare(full, lean) == []
+    assert ticks == [20, 40, 60, 80, len(lines)]
