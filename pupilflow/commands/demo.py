@@ -99,9 +99,9 @@ def _push_and_show(args: argparse.Namespace, settings: Settings, client: Any) ->
         " WHERE flow_event_id LIKE {p:String} ORDER BY flow_event_id",
         parameters={"p": pattern},
     ).result_rows
-    print(f"\n{'flow':<22} {'recipient':<16} {'purpose':<14} {'verdict':<10} reasons")
+    print(f"\n{'flow':<22} {'recipient':<16} {'purpose':<16} {'verdict':<10} reasons")
     for event_id, recipient, purpose, verdict, reasons in rows:
-        print(f"{event_id:<22} {recipient:<16} {purpose:<14} {verdict:<10} {reasons}")
+        print(f"{event_id:<22} {recipient:<16} {purpose:<16} {verdict:<10} {reasons}")
     dead = client.query(
         "SELECT error FROM dead_letters FINAL WHERE raw LIKE {p:String}", parameters={"p": f"%demo-{run_id}-broken%"}
     ).result_rows
