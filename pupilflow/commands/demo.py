@@ -111,7 +111,8 @@ def _push_and_show(args: argparse.Namespace, settings: Settings, client: Any) ->
     metrics = children.http_get(f"http://127.0.0.1:{settings.worker_web_port}/metrics") or ""
     print("\nworker /metrics:")
     for line in metrics.splitlines():
-        if line.startswith(METRIC_PREFIXES):
+        # Every reason code is exported from the start; show the ones this run moved.
+        if line.startswith(METRIC_PREFIXES) and not (line.startswith("pupilflow_violations") and line.endswith(" 0.0")):
             print(f"  {line}")
 
     scraped = _prometheus_sees(settings, sum(1 for row in rows))
