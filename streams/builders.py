@@ -158,6 +158,13 @@ def consent(
     )
 
 
+def own_consent(
+    when: When, subject: str, recipient: str | None, purpose: str, categories: list[str], **kw: Any
+) -> ConsentGiven:
+    """A consent the pupil gives for themselves (no parental responsibility involved)."""
+    return consent(when, subject, recipient, purpose, categories, by=subject, relationship="self", pr=False, **kw)
+
+
 def withdrawal(
     when: When,
     subject: str,

@@ -17,6 +17,7 @@ from streams.builders import (
     consent,
     court_order,
     flow,
+    own_consent,
     refusal,
     withdrawal,
 )
@@ -195,9 +196,7 @@ CAL = born("cal", "2011-06-20")
 
 
 def iss_self_consent(when: str) -> object:
-    return consent(
-        when, "cal", "homework-hub", "online_service", ["identity.name"], by="cal", relationship="self", pr=False
-    )
+    return own_consent(when, "cal", "homework-hub", "online_service", ["identity.name"])
 
 
 def iss(when: str) -> DataFlow:
@@ -223,16 +222,7 @@ def test_parent_consent_for_an_iss_under_13(judge: Judge) -> None:
 
 
 def test_pupil_13_to_17_needs_a_competence_assessment_outside_iss(judge: Judge) -> None:
-    own = consent(
-        "2024-09-01T00:00Z",
-        "cal",
-        "peripatetic-music",
-        "music_tuition",
-        ["identity"],
-        by="cal",
-        relationship="self",
-        pr=False,
-    )
+    own = own_consent("2024-09-01T00:00Z", "cal", "peripatetic-music", "music_tuition", ["identity"])
     the_flow = flow("2024-10-01T10:00Z", "peripatetic-music", "music_tuition", ["identity"], subjects=["cal"])
     assert judge(the_flow, CAL, own).reasons == ["CONSENT_GIVER_NOT_AUTHORISED"]
     assessed = competence("2024-08-20T00:00Z", "cal")
@@ -272,30 +262,12 @@ def test_parental_consent_ends_on_the_18th_birthday(judge: Judge) -> None:
 
 
 def test_adult_pupil_consents_for_themselves(judge: Judge) -> None:
-    own = consent(
-        "2026-09-20T00:00Z",
-        "ben",
-        "peripatetic-music",
-        "music_tuition",
-        ["identity"],
-        by="ben",
-        relationship="self",
-        pr=False,
-    )
+    own = own_consent("2026-09-20T00:00Z", "ben", "peripatetic-music", "music_tuition", ["identity"])
     assert judge(ben_music("2026-10-01T10:00Z"), BEN, BEN_PARENT, own).reasons == []
 
 
 def test_a_parent_cannot_withdraw_a_competent_pupils_own_consent(judge: Judge) -> None:
-    own = consent(
-        "2024-09-01T00:00Z",
-        "cal",
-        "peripatetic-music",
-        "music_tuition",
-        ["identity"],
-        by="cal",
-        relationship="self",
-        pr=False,
-    )
+    own = own_consent("2024-09-01T00:00Z", "cal", "peripatetic-music", "music_tuition", ["identity"])
     assessed = competence("2024-08-20T00:00Z", "cal")
     parent_out = withdrawal("2024-09-05T00:00Z", "cal", recipient="peripatetic-music", by="mum-1")
     the_flow = flow("2024-10-01T10:00Z", "peripatetic-music", "music_tuition", ["identity"], subjects=["cal"])
