@@ -142,6 +142,7 @@ def read_varint(raw: bytes | bytearray, at: int) -> tuple[int, int]:
 
 
 def _read_time(raw: bytes, at: int) -> tuple[int, int]:
+    # The varint loop is inlined, not a call to read_varint: times are the commonest field on the decode path.
     value = 0
     shift = 0
     while True:
