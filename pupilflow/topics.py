@@ -23,6 +23,8 @@ def topic_specs(settings: Settings, replication_factor: int = 1) -> list[NewTopi
         NewTopic(t.decisions, t.partitions, replication_factor),
         NewTopic(t.violations, t.partitions, replication_factor, topic_configs=_LONG_RETENTION),
         NewTopic(t.dlq, 1, replication_factor, topic_configs=_LONG_RETENTION),
+        # One partition: a connector reads every checkpoint back at start; compaction keeps the latest each.
+        NewTopic(t.checkpoints, 1, replication_factor, topic_configs={"cleanup.policy": "compact"}),
     ]
 
 

@@ -60,7 +60,7 @@ class SubjectVerdict(Model):
     reasons: list[str] = Field(default_factory=list)
 
 
-Stage = Literal["validate", "evaluate", "sink"]
+Stage = Literal["validate", "evaluate", "sink", "connector"]
 """Where in the pipeline a message was found unusable."""
 
 

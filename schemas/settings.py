@@ -20,6 +20,10 @@ class Topics(BaseSettings):
     decisions: str = "pupilflow.decisions"
     violations: str = "pupilflow.violations"
     dlq: str = "pupilflow.dlq"
+    checkpoints: str = Field(
+        default="pupilflow.connector-checkpoints",
+        description="Compacted: each file connector's checkpoint, written in the transaction of its events.",
+    )
     partitions: int = Field(default=4, ge=1)
 
 
@@ -61,6 +65,10 @@ class Settings(BaseSettings):
     lateness_hours: float = Field(
         default=48.0, ge=24.0, description="How late a fact may arrive and still re-open flows (RULES.md §2)."
     )
+    outbox_dir: Path | None = Field(
+        default=None, description="File connectors watch `<outbox>/<connector>/` for exports; None: home/outbox."
+    )
+    ingest_port: int = Field(default=6068, description="The HTTP ingest API's port.")
     consumer_group: str = "pupilflow-worker"
     sink_group: str = "pupilflow-sink"
     sink_batch_max_rows: int = Field(default=10_000, ge=1)
@@ -73,6 +81,11 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://", "chdb://")):
             raise ValueError("clickhouse_dsn must start with http://, https:// or chdb://")
         return value
+
+    @property
+    def outbox(self) -> Path:
+        """The folder under which each file connector has its outbox."""
+        return self.outbox_dir if self.outbox_dir is not None else self.home / "outbox"
 
     @property
     def kafka_is_local_default(self) -> bool:

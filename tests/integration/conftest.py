@@ -85,6 +85,7 @@ def settings(base_settings: Settings, run_id: str, tmp_path_factory: pytest.Temp
                 decisions=f"{prefix}.decisions",
                 violations=f"{prefix}.violations",
                 dlq=f"{prefix}.dlq",
+                checkpoints=f"{prefix}.checkpoints",
                 partitions=2,
             ),
         }
@@ -122,7 +123,7 @@ def clickhouse(settings: Settings) -> Iterator[Any]:
 def isolated(kafka: Settings, tmp_path: Path) -> Settings:
     """Settings with this test's own topics, group, port and home: the session's worker never sees its events."""
     prefix = f"{kafka.topics.flows.split('.')[0]}-{uuid.uuid4().hex[:6]}"
-    names = {name: f"{prefix}.{name}" for name in ("flows", "facts", "decisions", "violations", "dlq")}
+    names = {name: f"{prefix}.{name}" for name in ("flows", "facts", "decisions", "violations", "dlq", "checkpoints")}
     settings = kafka.model_copy(
         update={
             "home": tmp_path,

@@ -54,19 +54,20 @@ def test_a_taken_port_is_named_in_the_error(listener: int) -> None:
 
 
 def test_our_process_is_recognised_by_its_markers() -> None:
-    assert is_ours(os.getpid(), [sys.executable])
-    assert not is_ours(os.getpid(), [sys.executable, "/no/such/home/kafka/server.properties"])
+    # This process runs pytest, however it was started (`python -m pytest`, `.venv/bin/pytest`).
+    assert is_ours(os.getpid(), ["pytest"])
+    assert not is_ours(os.getpid(), ["pytest", "/no/such/home/kafka/server.properties"])
     assert not is_ours(0, [])
 
 
 def test_pid_file_round_trip_and_stale_file_removed(tmp_path: Path) -> None:
-    pid_file = PidFile(tmp_path / "run" / "x.pid", [sys.executable])
+    pid_file = PidFile(tmp_path / "run" / "x.pid", ["pytest"])
     assert pid_file.read() is None
     pid_file.write(os.getpid())
     assert pid_file.read() == os.getpid()
     assert pid_file.live_pid() == os.getpid()
     # Another process's pid (pid 1 is never a Python of ours) makes the pid file stale.
-    stale = PidFile(tmp_path / "run" / "y.pid", [sys.executable, str(tmp_path)])
+    stale = PidFile(tmp_path / "run" / "y.pid", ["pytest", str(tmp_path)])
     stale.write(1)
     assert stale.live_pid() is None
     assert not stale.path.exists()
