@@ -191,3 +191,20 @@ def read_topic(settings: Settings, topic: str, count: int, timeout: float = 30) 
     finally:
         consumer.close()
     return found
+
+
+def committed(settings: Settings, topic: str, idle_ms: int = 1500) -> list[Any]:
+    """Every committed record of a topic, from the start (read_committed: aborted transactions are invisible)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed",
+        consumer_timeout_ms=idle_ms,
+    )
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
 
 from producers.checkpoint import read_checkpoint
 from producers.filesource import (
@@ -21,6 +19,8 @@ from producers.filesource import (
 )
 from schemas.events import BirthDateRecorded
 from schemas.settings import Settings
+
+from .conftest import committed
 
 pytestmark = pytest.mark.kafka
 
@@ -47,23 +47,6 @@ class BirthDates:
                 "birth_date": row["dob"],
             }
             yield Record(number, end, drafts=(Draft(BirthDateRecorded, fields),), raw=json.dumps(row))
-
-
-def committed(settings: Settings, topic: str) -> list[Any]:
-    """Every committed record of a topic (read_committed: aborted batches are invisible)."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        isolation_level="read_committed",
-        consumer_timeout_ms=1500,
-    )
-    try:
-        return list(consumer)
-    finally:
-        consumer.close()
 
 
 def write_csv(path: Path, rows: int, start: int = 0) -> Path:
