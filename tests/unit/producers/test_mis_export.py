@@ -30,8 +30,8 @@ def fmt(maps: ConnectorMaps) -> MisExport:
     return file_format(maps)
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def pupil(pid: str) -> dict[str, str]:
