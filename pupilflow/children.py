@@ -97,3 +97,8 @@ def worker(settings: Settings, log_file: Path) -> Child:
 def sink(settings: Settings, log_file: Path) -> Child:
     """The ClickHouse sink; ready when its /metrics answers."""
     return Child(["sink"], settings, log_file, f"http://127.0.0.1:{settings.sink_metrics_port}/metrics")
+
+
+def ingest(settings: Settings, log_file: Path) -> Child:
+    """The HTTP ingest API on `settings.ingest_port`; ready when its /readyz answers (Kafka reachable)."""
+    return Child(["ingest", "serve"], settings, log_file, f"http://127.0.0.1:{settings.ingest_port}/readyz")

@@ -13,7 +13,7 @@ from schemas.errors import PupilflowError
 from schemas.settings import Settings
 
 # Each name is a module in pupilflow.commands with `register(subparsers)`; its parser sets `func(args, settings)`.
-COMMANDS: tuple[str, ...] = ("stack", "topics", "migrate", "worker", "sink", "demo", "replay", "connect")
+COMMANDS: tuple[str, ...] = ("stack", "topics", "migrate", "worker", "sink", "demo", "replay", "connect", "ingest")
 
 
 def build_parser() -> argparse.ArgumentParser:
