@@ -133,7 +133,9 @@ class SyncLogFormat:
         pupils, fields = obj["pupils"], obj["fields"]
         if not _strings(pupils) or not _strings(fields):
             raise ValueError("pupils and fields must be arrays of strings")
-        return self.draft(timestamp, supplier, list(dict.fromkeys(p.strip() for p in pupils if p.strip())), fields)
+        unique = dict.fromkeys(map(str.strip, pupils))
+        unique.pop("", None)
+        return self.draft(timestamp, supplier, list(unique), fields)
 
     # -- one sync run ---------------------------------------------------------------------------------------
 
