@@ -32,7 +32,7 @@ _DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]
 class MailTraceFormat:
     """Reads outbound mail trace exports; each row is one message."""
 
-    patterns = ("*.csv",)
+    patterns: tuple[str, ...] = ("*.csv",)
 
     def __init__(self, maps: ConnectorMaps) -> None:
         self._maps = maps

@@ -41,7 +41,7 @@ class _Target:
 class SyncLogFormat:
     """Reads sync audit exports; each row (or JSON line) is one sync run to one supplier."""
 
-    patterns = ("*.csv", "*.jsonl")
+    patterns: tuple[str, ...] = ("*.csv", "*.jsonl")
 
     def __init__(self, maps: ConnectorMaps) -> None:
         # Per-row lookups are dict hits: supplier names and field names are folded once, here.
