@@ -203,6 +203,8 @@ def write_ctf(outbox: Path, number: int) -> tuple[Path, str, int]:
 
 
 def connect_once(isolated: Settings, outbox: Path, log: Path) -> subprocess.Popen[bytes]:
+    # A CTF is one record and the engine commits at every file's end, so a transaction never spans files;
+    # --batch 1 adds a commit between the flow and the file's "done" mark, a second place for the kill to land.
     with log.open("ab") as out:
         return subprocess.Popen(
             [
