@@ -176,6 +176,11 @@ class CtfFormat:
                 f"{path.name}: <SourceSchool> {source.laestab} ({source.name}) is not a Trust school; "
                 "a CTF in the Trust's outbox must come from one of its schools"
             )
+        if dest.laestab == source.laestab:
+            # A file a school sends itself (a system migration) is not a transfer; refuse it so someone looks.
+            raise FileRejectedError(
+                f"{path.name}: <DestSchool> {dest.laestab} is the source school itself; this is not a transfer"
+            )
         stamp = _text(header, "DateTime")
         if not stamp:
             raise FileRejectedError(f"{path.name}: <Header> has no <DateTime>")

@@ -140,12 +140,20 @@ def test_an_empty_container_adds_no_category(ctf: CtfFormat, tmp_path: Path) -> 
 
 
 def test_a_container_the_maps_do_not_know_fails_closed_as_unmapped(ctf: CtfFormat, tmp_path: Path) -> None:
+    pupil_premium = "<PupilPremium><Eligible>true</Eligible><Source>DfE</Source></PupilPremium>"
+    text = internal_text().replace("<Sex>M</Sex>", "<Sex>M</Sex>" + pupil_premium)
+    (draft,) = only_record(ctf, variant(tmp_path, text)).drafts
+    assert "unmapped.pupilpremium" in draft.fields["categories"]
+    # Plain pupil fields outside any container are the identity core, not unknown containers.
+    assert not any(c.startswith("unmapped.") and c != "unmapped.pupilpremium" for c in draft.fields["categories"])
+
+
+def test_looked_after_status_is_mapped_as_support(ctf: CtfFormat, tmp_path: Path) -> None:
     looked_after = "<LookedAfter><InCare>true</InCare><CareAuthority>937</CareAuthority></LookedAfter>"
     text = internal_text().replace("<Sex>M</Sex>", "<Sex>M</Sex>" + looked_after)
     (draft,) = only_record(ctf, variant(tmp_path, text)).drafts
-    assert "unmapped.lookedafter" in draft.fields["categories"]
-    # Plain pupil fields outside any container are the identity core, not unknown containers.
-    assert not any(c.startswith("unmapped.") and c != "unmapped.lookedafter" for c in draft.fields["categories"])
+    assert "support_plan" in draft.fields["categories"]
+    assert not any(c.startswith("unmapped.") for c in draft.fields["categories"])
 
 
 def test_a_namespaced_export_is_read_by_local_names(ctf: CtfFormat, tmp_path: Path) -> None:
@@ -255,3 +263,10 @@ def test_the_sample_bad_files_are_refused(ctf: CtfFormat, name: str, reason: str
     with pytest.raises(FileRejectedError) as refused:
         list(ctf.records(DATA / "bad" / name, 0, 0))
     assert str(refused.value).startswith(reason)
+
+
+def test_a_ctf_a_school_sends_itself_is_refused(ctf: CtfFormat, tmp_path: Path) -> None:
+    text = re.sub(r"(<DestSchool>\s*<LEA>937</LEA>\s*<Estab>)4001", r"\g<1>2001", internal_text())
+    assert text != internal_text()
+    with pytest.raises(FileRejectedError, match="is the source school itself"):
+        list(ctf.records(variant(tmp_path, text), 0, 0))
