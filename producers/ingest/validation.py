@@ -86,6 +86,10 @@ def openapi_components(ref_template: str) -> dict[str, Any]:
     batch = _BATCH.json_schema(ref_template=ref_template)
     event = _EVENT.json_schema(ref_template=ref_template)
     components: dict[str, Any] = {**batch.pop("$defs", {}), **event.pop("$defs", {})}
+    # `kind` has a default in the models, but the union picks the model by it: on the wire it is required.
+    for ref in event["discriminator"]["mapping"].values():
+        model = components[ref.rsplit("/", 1)[1]]
+        model["required"] = [*model.get("required", []), "kind"]
     components["EventBatch"] = batch
     components["Event"] = {"title": "Event", **event}
     return components

@@ -184,3 +184,5 @@ def test_openapi_documents_the_event_schemas_and_every_response(api: Api) -> Non
     body = batch["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/EventBatch"}
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    # The union is told apart by `kind`, so on the wire it is required even where the model has a default.
+    assert "kind" in schemas["DataFlow"]["required"]
