@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, get_args
-from zoneinfo import ZoneInfo
 
-from producers.filesource import Draft, FileRejectedError, Record, csv_header, csv_records, require_columns
+from producers.filesource import Draft, FileRejectedError, Record, csv_records, require_columns
+from producers.textfields import LONDON, csv_columns, parse_london_time, split_list
 from schemas.connector_maps import ConnectorMaps
 from schemas.events import (
     ConsentGiven,
@@ -25,9 +25,6 @@ from schemas.events import (
     ObjectionWithdrawn,
     Relationship,
 )
-
-LONDON = ZoneInfo("Europe/London")
-"""Where school systems keep their clocks: a time without an offset is London local time."""
 
 REQUIRED_COLUMNS = frozenset(
     {
@@ -65,12 +62,9 @@ def london_instant(value: str, column: str) -> datetime:
     if not text:
         raise RowError(f"{column} is empty")
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_london_time(text).astimezone(UTC)
     except ValueError:
         raise RowError(f"{column} {text!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=LONDON)
-    return moment.astimezone(UTC)
 
 
 def london_date(value: str, column: str) -> date:
@@ -97,11 +91,6 @@ def yes_no(row: dict[str, str], column: str) -> bool:
     if text == "yes":
         return True
     raise RowError(f"{column} must be yes or no, not {row[column].strip()!r}")
-
-
-def split_list(value: str) -> list[str]:
-    """A `;`-separated cell as its non-blank items, in order, without repeats."""
-    return list(dict.fromkeys(item.strip() for item in value.split(";") if item.strip()))
 
 
 def relationship(value: str, column: str) -> str:
@@ -144,10 +133,9 @@ def rows_to_records(
 
 
 def check_header(path: Path, columns: frozenset[str]) -> set[str]:
-    """The header's columns; refuse a file that lacks a required one (an unreadable header is `csv_records`')."""
-    header = csv_header(path)
-    if header:
-        require_columns(path, header, set(columns))
+    """The header's columns; refuse a file without a usable header or without a required column."""
+    header = csv_columns(path)
+    require_columns(path, header, set(columns))
     return header
 
 
@@ -159,7 +147,7 @@ class ConsentExport:
     def records(self, path: Path, position: int, line: int) -> Iterator[Record]:
         """The facts of each row after byte `position`; a header without the required columns refuses the file."""
         header = check_header(path, REQUIRED_COLUMNS)
-        if header and not {"recipient", "recipient_class"} & header:
+        if not {"recipient", "recipient_class"} & header:
             raise FileRejectedError(f"{path.name}: header lacks column recipient (or recipient_class)")
         yield from rows_to_records(path, position, line, parse_row)
 
