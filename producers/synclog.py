@@ -58,8 +58,8 @@ class SyncLogFormat:
         own = {name.strip().casefold(): key for name, key in supplier.fields.items()}
         return _Target(route=route, fields={**self._common, **own})
 
-    def supplier_target(self, name: str) -> _Target:
-        """The route and field map for a supplier name (an unregistered recipient when nobody knows it)."""
+    def _supplier_target(self, name: str) -> _Target:
+        # An unknown name gets its unregistered route once; a log names the same few suppliers on every row.
         key = name.strip().casefold()
         target = self._by_name.get(key)
         if target is None:
@@ -149,7 +149,7 @@ class SyncLogFormat:
         if not names:
             raise ValueError("no fields synced")
         occurred_at = parse_london_time(timestamp)
-        target = self.supplier_target(supplier)
+        target = self._supplier_target(supplier)
         categories = list(dict.fromkeys(self._category(target, name) for name in names))
         return Draft(
             DataFlow,
