@@ -42,6 +42,9 @@ from schemas.settings import Topics
 
 _IGNORED_SUFFIXES = (".tmp", ".part", ".reason.txt")
 
+# A sync of a whole school lists every pupil in one cell; the csv module's 128 KiB default would refuse it.
+csv.field_size_limit(64 * 1024 * 1024)
+
 
 class FileRejectedError(PupilflowError):
     """A whole input file is unusable; the message says why (and where)."""

@@ -44,3 +44,10 @@ def test_a_bom_is_not_part_of_the_first_column(tmp_path: Path) -> None:
 
 def test_event_ids_name_connector_file_record_and_index() -> None:
     assert event_id_for("ctf", "ab" * 32, 7, 2) == "ctf:abababababababab:7:2"
+
+
+def test_a_cell_listing_a_whole_trust_of_pupils_is_read(tmp_path: Path) -> None:
+    pupils = ";".join(f"P{n:06d}" for n in range(30_000))
+    path = tmp_path / "big.csv"
+    path.write_text(f"pupils\n{pupils}\n", encoding="utf-8")
+    assert [r["pupils"].count(";") for _, _, r in csv_records(path, 0, 0)] == [29_999]
