@@ -13,7 +13,18 @@ from schemas.errors import PupilflowError
 from schemas.settings import Settings
 
 # Each name is a module in pupilflow.commands with `register(subparsers)`; its parser sets `func(args, settings)`.
-COMMANDS: tuple[str, ...] = ("stack", "topics", "migrate", "worker", "sink", "demo", "replay", "connect", "ingest")
+COMMANDS: tuple[str, ...] = (
+    "stack",
+    "topics",
+    "migrate",
+    "worker",
+    "sink",
+    "demo",
+    "replay",
+    "connect",
+    "ingest",
+    "simulate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

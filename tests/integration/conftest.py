@@ -78,6 +78,7 @@ def settings(base_settings: Settings, run_id: str, tmp_path_factory: pytest.Temp
             "sink_group": f"{prefix}-sink",
             "worker_web_port": free_port(),
             "sink_metrics_port": free_port(),
+            "ingest_port": free_port(),
             "sink_batch_max_seconds": 0.2,
             "topics": Topics(
                 flows=f"{prefix}.flows",
