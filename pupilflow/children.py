@@ -18,6 +18,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a `pupilflow` child read exactly these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump(exclude={"topics"}).items():
+        if value is None:
+            # Unset means "the default" (e.g. the outbox under home); the string "None" would be a path.
+            env.pop(f"PUPILFLOW_{name.upper()}", None)
+            continue
         env[f"PUPILFLOW_{name.upper()}"] = str(value)
     for name, value in settings.topics.model_dump().items():
         env[f"PUPILFLOW_TOPIC_{name.upper()}"] = str(value)
