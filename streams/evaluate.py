@@ -73,7 +73,7 @@ from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.decisions import REASON_ORDER, Decision, ReasonCode, SubjectVerdict, Verdict, decision_id_for
+from schemas.decisions import REASON_ORDER, Decision, ReasonCode, SubjectVerdict, decision_id_for
 from schemas.events import DataFlow, Subject
 from schemas.policy import GrantIndex, Policy, PolicyIndex, RecipientDef, covered_by
 from streams.state import CARE, DELEGATED, EXPLICIT, PR, WRITTEN, State, SubjectState, from_us, to_us
@@ -175,10 +175,12 @@ class _Shape:
     """
 
     __slots__ = (
+        "accepted",
         "allowed_basis",
         "art9",
         "art9_consent",
         "art10",
+        "biometric",
         "categories",
         "consent_need",
         "consent_relevant",
@@ -189,10 +191,13 @@ class _Shape:
         "kind",
         "min_age",
         "needed",
+        "needs_consent",
         "ordinary",
         "reasons",
         "recipient",
+        "registered",
         "rules",
+        "simple",
         "what",
         "where",
     )
@@ -233,6 +238,17 @@ class _Shape:
         self.where = f" went to {who} for {purpose}, by {flow.channel}."
         self.head_one = f"{self.what} about 1 person{self.where}"
         self.allowed_basis = flow.lawful_basis or (grant.grant.bases[0] if grant is not None else "")
+        # The plan of the single-subject path (`_evaluate_one`): the agreement types that satisfy the grant,
+        # whether the subject's consent must be judged, and whether the shape needs none of the flow-level
+        # checks that read a request, several subjects or the data's age (police, courts, the family, transfers
+        # to the data subject), which only the general path runs.
+        self.accepted = _SATISFIES[grant.agreement] if grant is not None and grant.agreement != "none" else None
+        self.needs_consent = self.consent_relevant and need != "never"
+        self.biometric = kind == "biometric"
+        self.registered = recipient.key if recipient is not None else ""
+        self.simple = grant is None or not (
+            kind in ("law_enforcement", "court") or self.disclosure or (flow.to_data_subject and ctx.group == _FAMILY)
+        )
 
 
 class _Flow:
@@ -302,75 +318,231 @@ def evaluate(
     revision: int = 0,
 ) -> Decision:
     """Judge one flow on the facts as they stood at its `occurred_at`; never raises for a violation."""
+    # Everything that depends only on the flow's own fields and the policy is memoised per policy.
+    # One C-level read of the scalar fields from the (validated, frozen) model's __dict__: the key is built
+    # for every flow, and a dozen pydantic attribute reads cost more than the lookup they serve.
+    fields = flow.__dict__
+    subjects = fields["subjects"]
+    key = (_SHAPE_FIELDS(fields), tuple(fields["categories"]), max(fields["record_count"], len(subjects)))
+    memo = policy.index.flow_memo
+    shape: _Shape | None = memo.get(key)
+    if shape is None:
+        shape = _shape_of(flow, state, policy.index)
+        if len(memo) >= 100_000:
+            memo.clear()
+        memo[key] = shape
+    if shape.simple and len(subjects) == 1 and fields["data_recorded_at"] is None:
+        return _evaluate_one(flow, fields, subjects[0], shape, state, policy, decided_at, supersedes, revision)
+    return _evaluate_any(flow, state, policy, shape, decided_at, supersedes, revision)
+
+
+def evaluate_uncached(
+    flow: DataFlow,
+    state: State,
+    policy: Policy,
+    *,
+    decided_at: datetime | None = None,
+    supersedes: str | None = None,
+    revision: int = 0,
+) -> Decision:
+    """`evaluate` without the shape memo or the single-subject plan: the reference both are tested against."""
+    shape = _shape_of(flow, state, policy.index)
+    return _evaluate_any(flow, state, policy, shape, decided_at, supersedes, revision)
+
+
+def _evaluate_any(
+    flow: DataFlow,
+    state: State,
+    policy: Policy,
+    shape: _Shape,
+    decided_at: datetime | None,
+    supersedes: str | None,
+    revision: int,
+) -> Decision:
+    """The general path: any number of subjects, every flow-level check."""
     idx = policy.index
     t = to_us(flow.occurred_at)
     day, day_text = _london_day(t)
     ctx = _Flow(flow, state, idx, t, day)
-    shape = _check_flow(ctx)
+    _use_shape(ctx, shape)
+    if ctx.grant is not None and ctx.recipient is not None:
+        _dynamic_checks(ctx, ctx.grant, ctx.recipient)
     static = shape.reasons
     subjects = flow.subjects
     if len(subjects) == 1:
         # The common case, one subject: its reasons are the flow's.
         subject = subjects[0]
-        own = _check_subject(ctx, shape, subject) if shape.grant is not None else None
+        own = _check_subject(ctx, shape, subject, state.subject(subject.id)) if shape.grant is not None else None
         codes = static | ctx.reasons | own if own else (static | ctx.reasons if ctx.reasons else static)
-        reasons, because = _ordered(idx, codes)
-        verdicts = [_verdict(subject, reasons)]
-        head = f"On {day_text} {shape.head_one}"
+        return _one_subject_decision(
+            flow, subject, shape, state, policy, t, day_text, codes, ctx.rules, ctx.facts, decided_at, supersedes,
+            revision,
+        )  # fmt: skip
+    flow_codes = static | ctx.reasons
+    ctx.reasons = set(flow_codes)
+    verdicts = []
+    all_codes = set(flow_codes)
+    seen: set[str] = set()
+    reasons: list[str] = []
+    for subject in subjects:
+        if subject.id in seen:
+            continue
+        seen.add(subject.id)
+        own = _check_subject(ctx, shape, subject, state.subject(subject.id)) if shape.grant is not None else None
+        if own:
+            all_codes |= own
+        reasons = _ordered(idx, flow_codes | own if own else flow_codes)[0]
+        verdicts.append(_verdict(subject, reasons))
+    if len(verdicts) > 1:
+        reasons, because = _ordered(idx, all_codes)  # with one subject, its reasons are the flow's
+        count = len(verdicts)
+        head = f"On {day_text} {shape.what} about {count} people{shape.where}"
     else:
-        flow_codes = static | ctx.reasons
-        ctx.reasons = set(flow_codes)
-        verdicts = []
-        all_codes = set(flow_codes)
-        seen: set[str] = set()
-        reasons = []
-        for subject in subjects:
-            if subject.id in seen:
-                continue
-            seen.add(subject.id)
-            own = _check_subject(ctx, shape, subject) if shape.grant is not None else None
-            if own:
-                all_codes |= own
-            reasons = _ordered(idx, flow_codes | own if own else flow_codes)[0]
-            verdicts.append(_verdict(subject, reasons))
-        if len(verdicts) > 1:
-            reasons, because = _ordered(idx, all_codes)  # with one subject, its reasons are the flow's
-            count = len(verdicts)
-            head = f"On {day_text} {shape.what} about {count} people{shape.where}"
-        else:
-            reasons, because = _ordered(idx, set(reasons))
-            head = f"On {day_text} {shape.head_one}"
+        reasons, because = _ordered(idx, set(reasons))
+        head = f"On {day_text} {shape.head_one}"
     facts = ctx.facts
     if len(facts) > 1:
         # A consent covering both ordinary and Art 9 categories is relied on twice; name each fact once.
         facts = list(dict.fromkeys(facts))
     relied = f" It relied on {', '.join(facts)}." if facts else ""
-    digest = policy.digest
-    verdict: Verdict = "violation" if reasons else "allowed"
     if not reasons:
         explanation = f"{head} Allowed under {shape.allowed_basis}.{relied}"
     else:
         explanation = f"{head} Violation: {because}.{_affected(ctx, verdicts)}{relied}"
+    return _decision(
+        flow, state, policy, t, reasons, explanation, facts, ctx.rules, verdicts, decided_at, supersedes, revision
+    )
+
+
+def _evaluate_one(
+    flow: DataFlow,
+    fields: dict[str, Any],
+    subject: Subject,
+    shape: _Shape,
+    state: State,
+    policy: Policy,
+    decided_at: datetime | None,
+    supersedes: str | None,
+    revision: int,
+) -> Decision:
+    """The single-subject plan: the shape's static reasons, then only the time-dependent checks it can need.
+
+    Gives exactly what `_evaluate_any` gives (tests/unit/streams/test_evaluate_plan.py): for a simple shape the
+    only flow-level check that reads state is the agreement, and a subject with nothing but a birth date and
+    school moves needs only the retention and age checks, so the per-flow context is built only when the
+    subject's consents, objections or court orders must be read.
+    """
+    t = to_us(fields["occurred_at"])
+    day, day_text = _london_day(t)
+    rules = list(shape.rules)
+    facts: list[str] = []
+    codes = shape.reasons
+    grant = shape.grant
+    if grant is not None:
+        found: set[str] = set()
+        accepted = shape.accepted
+        if accepted is not None:
+            rules.append("6.1.agreement")
+            agreement_id, code = _agreement_at(
+                state, fields["recipient"], shape.registered, accepted, fields["purpose"], shape.categories, t
+            )
+            if agreement_id is not None:
+                facts.append(agreement_id)
+            if code is not None:
+                found.add(code)
+        sstate = state.subject(subject.id)
+        own: set[str] | None
+        if (
+            shape.needs_consent
+            or sstate.court_orders
+            or (shape.consent_relevant and (sstate.objections or (shape.biometric and sstate.refusals)))
+        ):
+            ctx = _Flow(flow, state, policy.index, t, day)
+            _use_shape(ctx, shape)
+            # The flow-level checks have run above: the subject's checks add to what they found.
+            ctx.rules, ctx.facts, ctx.reasons = rules, facts, found
+            own = _check_subject(ctx, shape, subject, sstate)
+        elif subject.kind == "pupil":
+            own = _pupil_limits(policy, shape, grant, sstate, t, day, fields["legal_hold"], None)
+        else:
+            own = None
+        if found:
+            codes = codes | found
+        if own:
+            codes = codes | own
+    return _one_subject_decision(
+        flow, subject, shape, state, policy, t, day_text, codes, rules, facts, decided_at, supersedes, revision
+    )
+
+
+def _one_subject_decision(
+    flow: DataFlow,
+    subject: Subject,
+    shape: _Shape,
+    state: State,
+    policy: Policy,
+    t: int,
+    day_text: str,
+    codes: frozenset[str] | set[str],
+    rules: list[str],
+    facts: list[str],
+    decided_at: datetime | None,
+    supersedes: str | None,
+    revision: int,
+) -> Decision:
+    reasons, because = _ordered(policy.index, codes)
+    if len(facts) > 1:
+        # A consent covering both ordinary and Art 9 categories is relied on twice; name each fact once.
+        facts = list(dict.fromkeys(facts))
+    relied = f" It relied on {', '.join(facts)}." if facts else ""
+    if not reasons:
+        explanation = f"On {day_text} {shape.head_one} Allowed under {shape.allowed_basis}.{relied}"
+    else:
+        explanation = f"On {day_text} {shape.head_one} Violation: {because}.{relied}"
+    verdicts = [_verdict(subject, reasons)]
+    return _decision(
+        flow, state, policy, t, reasons, explanation, facts, rules, verdicts, decided_at, supersedes, revision
+    )
+
+
+def _decision(
+    flow: DataFlow,
+    state: State,
+    policy: Policy,
+    t: int,
+    reasons: list[str],
+    explanation: str,
+    facts: list[str],
+    rules: list[str],
+    verdicts: list[SubjectVerdict],
+    decided_at: datetime | None,
+    supersedes: str | None,
+    revision: int,
+) -> Decision:
+    digest = policy.digest
+    fields = flow.__dict__
+    source = fields["source"]
+    event_id = fields["event_id"]
     return _new_decision(
         {
-            "decision_id": decision_id_for(flow.event_id, digest, reasons, facts, supersedes),
-            "flow_event_id": flow.event_id,
-            "verdict": verdict,
+            "decision_id": decision_id_for(event_id, digest, reasons, facts, supersedes),
+            "flow_event_id": event_id,
+            "verdict": "violation" if reasons else "allowed",
             "reasons": reasons,
             "explanation": explanation,
-            "recipient": flow.recipient,
-            "purpose": flow.purpose,
-            "categories": list(flow.categories),
-            "subject_ids": [s.id for s in subjects],
-            "occurred_at": flow.occurred_at,
-            "decided_at": decided_at or flow.emitted_at,
-            "emitted_at": flow.emitted_at,
-            "source_connector": flow.source.connector,
-            "source_sequence": flow.source.sequence,
+            "recipient": fields["recipient"],
+            "purpose": fields["purpose"],
+            "categories": list(fields["categories"]),
+            "subject_ids": [s.id for s in fields["subjects"]],
+            "occurred_at": fields["occurred_at"],
+            "decided_at": decided_at or fields["emitted_at"],
+            "emitted_at": fields["emitted_at"],
+            "source_connector": source.connector,
+            "source_sequence": source.sequence,
             "policy_digest": digest,
             "notice_version": state.notice_version_at(t, policy.trust.notice_version),
             "supersedes": supersedes,
-            "rule_ids": ctx.rules,
+            "rule_ids": rules,
             "facts_relied_on": facts,
             "disclosures": verdicts,
             "revision": revision,
@@ -420,34 +592,28 @@ _SHAPE_FIELDS = itemgetter(
 )  # fmt: skip
 
 
-def _check_flow(ctx: _Flow) -> _Shape:
-    flow, idx = ctx.flow, ctx.idx
-    # Everything that depends only on the flow's own fields and the policy is memoised per policy.
-    # One C-level read of the scalar fields from the (validated, frozen) model's __dict__: the key is built
-    # for every flow, and a dozen pydantic attribute reads cost more than the lookup they serve.
-    fields = flow.__dict__
-    key = (_SHAPE_FIELDS(fields), tuple(fields["categories"]), max(fields["record_count"], len(fields["subjects"])))
-    memo = idx.flow_memo
-    shape = memo.get(key)
-    if shape is None:
-        ctx.rules = []
-        ctx.recipient, ctx.grant, ctx.group, ctx.kind = None, None, "", ""
-        ctx.ordinary = ctx.art9 = ctx.art10 = ()
-        ctx.categories = tuple(dict.fromkeys(flow.categories))
-        _static_checks(ctx)
-        shape = _Shape(ctx)
-        if len(memo) >= 100_000:
-            memo.clear()
-        memo[key] = shape
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+def _shape_of(flow: DataFlow, state: State, idx: PolicyIndex) -> _Shape:
+    """Run the static checks (the flow's own fields and the policy, never the state or the time) into a shape."""
+    ctx = _Flow(flow, state, idx, 0, _EPOCH_DAY)
+    ctx.rules = []
+    ctx.recipient, ctx.grant, ctx.group, ctx.kind = None, None, "", ""
+    ctx.ordinary = ctx.art9 = ctx.art10 = ()
+    ctx.categories = tuple(dict.fromkeys(flow.categories))
+    _static_checks(ctx)
+    return _Shape(ctx)
+
+
+def _use_shape(ctx: _Flow, shape: _Shape) -> None:
+    """Give the context its shape's derived fields and fresh lists for what the checks find."""
     ctx.shape = shape
     ctx.recipient, ctx.grant, ctx.kind, ctx.group = shape.recipient, shape.grant, shape.kind, shape.group
     ctx.categories, ctx.ordinary, ctx.art9, ctx.art10 = shape.categories, shape.ordinary, shape.art9, shape.art10
     ctx.rules = list(shape.rules)
-    # Flow-level reasons found so far are the shape's; the dynamic checks below add to a fresh set.
+    # Flow-level reasons found so far are the shape's; the dynamic checks add to a fresh set.
     ctx.reasons = set()
-    if ctx.grant is not None and ctx.recipient is not None:
-        _dynamic_checks(ctx, ctx.grant, ctx.recipient)
-    return shape
 
 
 def _static_checks(ctx: _Flow) -> None:
@@ -573,19 +739,36 @@ def _check_agreement(ctx: _Flow, grant: GrantIndex, recipient: RecipientDef) -> 
     if need == "none":
         return
     ctx.rules.append("6.1.agreement")
-    accepted = _SATISFIES[need]
-    t = ctx.t
-    own = ctx.state.recipient(ctx.flow.recipient)
+    agreement_id, code = _agreement_at(
+        ctx.state, ctx.flow.recipient, recipient.key, _SATISFIES[need], ctx.purpose, ctx.categories, ctx.t
+    )
+    if agreement_id is not None:
+        ctx.facts.append(agreement_id)
+    if code is not None:
+        ctx.reasons.add(code)
+
+
+def _agreement_at(
+    state: State,
+    flow_recipient: str,
+    registered_key: str,
+    accepted: frozenset[str],
+    purpose: str,
+    categories: tuple[str, ...],
+    t: int,
+) -> tuple[str | None, str | None]:
+    """(the agreement in force relied on, the reason code): an agreement of an accepted type at `t`."""
+    own = state.recipient(flow_recipient)
     candidates = own.agreements
     registered = own
-    if ctx.flow.recipient != recipient.key:
-        registered = ctx.state.recipient(recipient.key)
+    if flow_recipient != registered_key:
+        registered = state.recipient(registered_key)
         candidates = candidates + registered.agreements
     signed = False
     for rec in candidates:
         signed_t, agreement_id, kind, valid_from, valid_until, purposes, cats = rec
         # An agreement signed after the flow never covers it, whatever its valid_from says (not retroactive).
-        if signed_t > t or kind not in accepted or (purposes and ctx.purpose not in purposes):
+        if signed_t > t or kind not in accepted or (purposes and purpose not in purposes):
             continue
         signed = True
         if valid_from <= t and (valid_until is None or t <= valid_until):
@@ -593,11 +776,10 @@ def _check_agreement(ctx: _Flow, grant: GrantIndex, recipient: RecipientDef) -> 
                 registered.terminations and registered.terminated(agreement_id, t)
             ):
                 continue
-            ctx.facts.append(agreement_id)
-            if cats and not all(covered_by(c, cats) for c in ctx.categories):
-                ctx.reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # beyond the contract's scope
-            return
-    ctx.reasons.add(R.AGREEMENT_EXPIRED if signed else R.NO_SHARING_AGREEMENT)
+            if cats and not all(covered_by(c, cats) for c in categories):
+                return agreement_id, R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT  # beyond the contract's scope
+            return agreement_id, None
+    return None, R.AGREEMENT_EXPIRED if signed else R.NO_SHARING_AGREEMENT
 
 
 def _check_transfer(ctx: _Flow, recipient: RecipientDef, *, to_subject: bool = False) -> None:
@@ -667,10 +849,9 @@ def _check_channel(ctx: _Flow) -> None:
 # --- subject-level checks ------------------------------------------------------------------------------------
 
 
-def _check_subject(ctx: _Flow, shape: _Shape, subject: Subject) -> set[str] | None:
+def _check_subject(ctx: _Flow, shape: _Shape, subject: Subject, sstate: SubjectState) -> set[str] | None:
     """The subject's own reasons (None when there are none)."""
     reasons: set[str] = set()
-    sstate = ctx.state.subject(subject.id)
     grant = shape.grant
     assert grant is not None
     kind = shape.kind
@@ -686,17 +867,35 @@ def _check_subject(ctx: _Flow, shape: _Shape, subject: Subject) -> set[str] | No
         if shape.disclosure:
             # Any flow to the family, not only reports and SARs, needs an entitled requester (§6.11, §4 Family).
             _check_entitlement(ctx, subject, sstate, reasons)
-        if not ctx.flow.legal_hold:
-            _check_retention(ctx, grant, sstate, reasons)
-        if shape.min_age is not None:
-            age = ctx.age(sstate)
-            if age is None or age < shape.min_age:  # fail closed: without a date of birth the age cannot be shown
-                reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
+        _pupil_limits(ctx.idx.policy, shape, grant, sstate, ctx.t, ctx.day, ctx.flow.legal_hold, reasons)
     if kind == "law_enforcement" and ctx.flow.request is not None and not ctx.flow.emergency:
         named = ctx.flow.request.named_subject_ids
         if (named and subject.id not in named) or (not named and len(ctx.flow.subjects) > 1):
             reasons.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)  # a trawl: records outside the request (§6.2)
     return reasons or None
+
+
+def _pupil_limits(
+    policy: Policy,
+    shape: _Shape,
+    grant: GrantIndex,
+    sstate: SubjectState,
+    t: int,
+    day: date,
+    legal_hold: bool,
+    out: set[str] | None,
+) -> set[str] | None:
+    """Retention and age limits of a pupil's data, added to `out` (a new set when None and one applies)."""
+    if not legal_hold and _retention_exceeded(policy, grant, shape.recipient, sstate, t, day):
+        out = out if out is not None else set()
+        out.add(R.RETENTION_EXCEEDED)
+    if shape.min_age is not None:
+        birth = sstate.birth_date()
+        # Fail closed: without a date of birth the age cannot be shown.
+        if birth is None or age_on(birth, day) < shape.min_age:
+            out = out if out is not None else set()
+            out.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
+    return out
 
 
 def _touches(ctx: _Flow, recipient: str | None, rclass: str | None, purpose: str | None, cats: tuple[str, ...]) -> bool:
@@ -1047,22 +1246,21 @@ def _competent_for_disclosure(ctx: _Flow, sstate: SubjectState) -> bool:
     return (age is not None and age >= 18) or sstate.competent_at(ctx.t, ctx.purpose) is not None
 
 
-def _check_retention(ctx: _Flow, grant: GrantIndex, sstate: SubjectState, out: set[str]) -> None:
-    retention = ctx.idx.policy.retention  # the caller has checked for a legal hold
+def _retention_exceeded(
+    policy: Policy, grant: GrantIndex, recipient: RecipientDef | None, sstate: SubjectState, t: int, day: date
+) -> bool:
+    retention = policy.retention  # the caller has checked for a legal hold
     birth = sstate.birth_date()
-    if birth is not None and age_on(birth, ctx.day) >= retention.pupil_file_years_after_birth:
-        out.add(R.RETENTION_EXCEEDED)
-        return
-    left = sstate.left_at(ctx.t)
+    if birth is not None and age_on(birth, day) >= retention.pupil_file_years_after_birth:
+        return True
+    left = sstate.left_at(t)
     # The purpose decides (§6.6), never the stated or default basis: a connector can call a routine sync a
     # legal obligation, and a grant listing legal_obligation first would otherwise exempt every flow under it.
     if left is None or grant.purpose.allowed_after_leaving:
-        return
-    recipient = ctx.recipient
+        return False
     grace = retention.supplier_sync_days_after_leaving * 86_400_000_000
-    if recipient is not None and recipient.processor and ctx.t - left <= grace:
-        return  # supplier syncs may drop a leaver up to 30 days after they leave (§6.6)
-    out.add(R.RETENTION_EXCEEDED)
+    # Supplier syncs may drop a leaver up to 30 days after they leave (§6.6).
+    return not (recipient is not None and recipient.processor and t - left <= grace)
 
 
 # --- explanation --------------------------------------------------------------------------------------------
