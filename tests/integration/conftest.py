@@ -7,7 +7,10 @@ another run's data. Without the services a test is skipped on a laptop, but fail
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +22,7 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 
 from pupilflow import children
-from pupilflow.children import Child
+from pupilflow.children import Child, settings_env
 from pupilflow.topics import ensure_topics
 from schemas.errors import ServiceUnavailable
 from schemas.settings import Settings, Topics
@@ -209,3 +212,52 @@ def committed(settings: Settings, topic: str, idle_ms: int = 1500) -> list[Any]:
         return list(consumer)
     finally:
         consumer.close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def connect_process(
+    settings: Settings, kind: str, outbox: Path, log: Path, *, connector: str | None = None, batch: int = 200
+) -> subprocess.Popen[bytes]:
+    """`pupilflow connect KIND --once` as a child process over `outbox`, logging to `log`."""
+    command = [sys.executable, "-m", "pupilflow.cli", "connect", kind, "--once", "--batch", str(batch)]
+    command += ["--outbox", str(outbox), "--id", connector or kind]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, cwd=REPO, env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT)
+
+
+def kill_after_first_commit(settings: Settings, topic: str, start: Callable[[], subprocess.Popen[bytes]]) -> int:
+    """Start a connector, SIGKILL it as soon as its first transaction is visible; returns records committed then.
+
+    One read_committed consumer is kept open: a fresh reader per check spends longer connecting than a
+    connector needs to finish a file, and the kill must land mid-file.
+    """
+    watcher = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed",
+    )
+    seen = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def first_commit() -> bool:
+        nonlocal seen
+        seen += sum(len(batch) for batch in watcher.poll(timeout_ms=20).values())
+        return seen > 0 or (process is not None and process.poll() is not None)
+
+    try:
+        watcher.poll(timeout_ms=500)  # joins the topic before the connector writes
+        process = start()
+        wait_until(first_commit, timeout=120, interval=0.0, what="the connector's first committed batch")
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        watcher.close()
+        if process is not None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL, "the connector finished before it could be killed"
+    return len(committed(settings, topic))

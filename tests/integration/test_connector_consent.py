@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
 
 from producers.consent_export import file_format
 from producers.filesource import FileConnector, event_id_for, file_digest
-from pupilflow.children import settings_env
 from schemas.connector_maps import ConnectorMaps, load_connector_maps
 from schemas.policy import load_policy
 from schemas.settings import Settings
 
-from .conftest import committed, wait_until
+from .conftest import committed, connect_process, kill_after_first_commit
 
 pytestmark = pytest.mark.kafka
 
@@ -158,13 +152,6 @@ def write_backfill(path: Path) -> None:
             )  # fmt: skip
 
 
-def connect(settings: Settings, outbox: Path, connector: str, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "pupilflow.cli", "connect", "consent", "--once", "--batch", str(BATCH)]
-    command += ["--outbox", str(outbox), "--id", connector]
-    with log.open("ab") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT)
-
-
 def test_kill_9_mid_backfill_then_restart_delivers_every_event_exactly_once(isolated: Settings, tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     outbox.mkdir()
@@ -174,39 +161,17 @@ def test_kill_9_mid_backfill_then_restart_delivers_every_event_exactly_once(isol
     connector = unique_id()
     log = tmp_path / "connect.log"
 
-    # One read_committed consumer kept open: a fresh reader per poll spends longer connecting than the
-    # connector needs to finish, and the kill must land while it is still mid-file.
-    watcher = KafkaConsumer(
+    delivered = kill_after_first_commit(
+        isolated,
         isolated.topics.facts,
-        bootstrap_servers=isolated.kafka_bootstrap.split(","),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        isolation_level="read_committed",
+        lambda: connect_process(isolated, "consent", outbox, log, connector=connector, batch=BATCH),
     )
-    seen = 0
-
-    def first_batches_in() -> bool:
-        nonlocal seen
-        seen += sum(len(batch) for batch in watcher.poll(timeout_ms=20).values())
-        return seen > 0 or first.poll() is not None
-
-    first = connect(isolated, outbox, connector, log)
-    try:
-        wait_until(first_batches_in, timeout=120, interval=0.0, what="the first committed batch")
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        watcher.close()
-        first.kill()
-        first.wait()
-    assert first.returncode == -signal.SIGKILL
-    delivered = len(committed(isolated, isolated.topics.facts))
     # Whole batches only: the batch open at the kill was never committed.
-    assert seen <= delivered < ROWS
+    assert 0 < delivered < ROWS
     assert delivered % BATCH == 0
     assert export.exists()
 
-    second = connect(isolated, outbox, connector, log)
+    second = connect_process(isolated, "consent", outbox, log, connector=connector, batch=BATCH)
     assert second.wait(timeout=300) == 0, log.read_text(encoding="utf-8")
 
     events = [json.loads(r.value) for r in committed(isolated, isolated.topics.facts)]

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
 
 from producers.checkpoint import read_checkpoint
 from producers.filesource import FileConnector, file_digest
 from producers.synclog import file_format
-from pupilflow.children import settings_env
 from schemas.connector_maps import ConnectorMaps, load_connector_maps
 from schemas.policy import load_policy
 from schemas.settings import Settings
 
-from .conftest import committed, wait_until
+from .conftest import committed, connect_process, kill_after_first_commit
 
 pytestmark = pytest.mark.kafka
 
@@ -202,14 +197,6 @@ def write_big_sync_log(path: Path, rows: int, pupils_per_row: int) -> None:
     staging.rename(path)
 
 
-def connect(isolated: Settings, outbox: Path, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "pupilflow.cli", "connect", "synclog", "--once", "--batch", "200"]
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [*command, "--outbox", str(outbox)], cwd=ROOT, env=settings_env(isolated), stdout=out, stderr=out
-        )
-
-
 def test_kill_9_mid_backfill_then_restart_delivers_every_event_exactly_once(isolated: Settings, tmp_path: Path) -> None:
     rows = 20_000
     outbox = tmp_path / "outbox"
@@ -219,36 +206,13 @@ def test_kill_9_mid_backfill_then_restart_delivers_every_event_exactly_once(isol
     digest = file_digest(big)[:16]
     log = tmp_path / "connect.log"
 
-    # One consumer that stays open sees the first commit within a poll; a fresh reader per check would be
-    # slower than the connector and could miss the middle of the backfill.
-    watcher = KafkaConsumer(
-        isolated.topics.flows,
-        bootstrap_servers=isolated.kafka_bootstrap.split(","),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        isolation_level="read_committed",
+    delivered_before = kill_after_first_commit(
+        isolated, isolated.topics.flows, lambda: connect_process(isolated, "synclog", outbox, log)
     )
-    try:
-        watcher.poll(timeout_ms=500)  # joins the topic before the connector starts writing
-        first = connect(isolated, outbox, log)
-        try:
-            wait_until(
-                lambda: watcher.poll(timeout_ms=100) or first.poll() is not None,
-                timeout=120,
-                interval=0,
-                what="the first committed batch",
-            )
-        finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait()
-    finally:
-        watcher.close()
-    delivered_before = len(committed(isolated, isolated.topics.flows))
     assert 0 < delivered_before < rows, f"kill landed outside the backfill ({delivered_before} of {rows} delivered)"
     assert big.exists()  # the file was not finished, so it was not moved
 
-    second = connect(isolated, outbox, log)
+    second = connect_process(isolated, "synclog", outbox, log)
     assert second.wait(timeout=300) == 0, log.read_text(encoding="utf-8")
 
     events = [json.loads(r.value) for r in committed(isolated, isolated.topics.flows)]
