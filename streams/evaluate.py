@@ -255,6 +255,8 @@ class _Flow:
     """Everything derived once per evaluation."""
 
     __slots__ = (
+        "_age",
+        "_age_of",
         "art9",
         "art10",
         "categories",
@@ -264,6 +266,7 @@ class _Flow:
         "grant",
         "group",
         "idx",
+        "indexed",
         "kind",
         "ordinary",
         "purpose",
@@ -296,13 +299,25 @@ class _Flow:
         self.purpose = flow.purpose
         self.reasons: set[str] = set()
         self.facts: list[str] = []
+        # Whether the subject's per-shape consent index may be used (the plan); the general path scans instead,
+        # so the two can be checked against each other.
+        self.indexed = False
+        self._age_of: SubjectState | None = None
+        self._age: int | None = None
 
     def age(self, subject: SubjectState, micros: int | None = None) -> int | None:
         """The pupil's age on the London date of `micros` (default: the flow), or None without a birth date."""
+        if micros is None or micros == self.t:
+            # The age on the flow's day is asked for by several checks: worked out once per subject.
+            if subject is not self._age_of:
+                birth = subject.birth_date()
+                self._age = None if birth is None else age_on(birth, self.day)
+                self._age_of = subject
+            return self._age
         birth = subject.birth_date()
         if birth is None:
             return None
-        return age_on(birth, self.day if micros is None or micros == self.t else london_date(micros))
+        return age_on(birth, london_date(micros))
 
 
 _NO_REASONS: frozenset[str] = frozenset()
@@ -370,36 +385,36 @@ def _evaluate_any(
     static = shape.reasons
     subjects = flow.subjects
     if len(subjects) == 1:
-        # The common case, one subject: its reasons are the flow's.
+        # One subject: its reasons are the flow's.
         subject = subjects[0]
         own = _check_subject(ctx, shape, subject, state.subject(subject.id)) if shape.grant is not None else None
         codes = static | ctx.reasons | own if own else (static | ctx.reasons if ctx.reasons else static)
-        return _one_subject_decision(
-            flow, subject, shape, state, policy, t, day_text, codes, ctx.rules, ctx.facts, decided_at, supersedes,
-            revision,
-        )  # fmt: skip
-    flow_codes = static | ctx.reasons
-    ctx.reasons = set(flow_codes)
-    verdicts = []
-    all_codes = set(flow_codes)
-    seen: set[str] = set()
-    reasons: list[str] = []
-    for subject in subjects:
-        if subject.id in seen:
-            continue
-        seen.add(subject.id)
-        own = _check_subject(ctx, shape, subject, state.subject(subject.id)) if shape.grant is not None else None
-        if own:
-            all_codes |= own
-        reasons = _ordered(idx, flow_codes | own if own else flow_codes)[0]
-        verdicts.append(_verdict(subject, reasons))
-    if len(verdicts) > 1:
-        reasons, because = _ordered(idx, all_codes)  # with one subject, its reasons are the flow's
-        count = len(verdicts)
-        head = f"On {day_text} {shape.what} about {count} people{shape.where}"
-    else:
-        reasons, because = _ordered(idx, set(reasons))
+        reasons, because = _ordered(idx, codes)
+        verdicts = [_verdict(subject, reasons)]
         head = f"On {day_text} {shape.head_one}"
+    else:
+        flow_codes = static | ctx.reasons
+        ctx.reasons = set(flow_codes)
+        verdicts = []
+        all_codes = set(flow_codes)
+        seen: set[str] = set()
+        reasons = []
+        for subject in subjects:
+            if subject.id in seen:
+                continue
+            seen.add(subject.id)
+            own = _check_subject(ctx, shape, subject, state.subject(subject.id)) if shape.grant is not None else None
+            if own:
+                all_codes |= own
+            reasons = _ordered(idx, flow_codes | own if own else flow_codes)[0]
+            verdicts.append(_verdict(subject, reasons))
+        if len(verdicts) > 1:
+            reasons, because = _ordered(idx, all_codes)  # with one subject, its reasons are the flow's
+            count = len(verdicts)
+            head = f"On {day_text} {shape.what} about {count} people{shape.where}"
+        else:
+            reasons, because = _ordered(idx, set(reasons))
+            head = f"On {day_text} {shape.head_one}"
     facts = ctx.facts
     if len(facts) > 1:
         # A consent covering both ordinary and Art 9 categories is relied on twice; name each fact once.
@@ -409,9 +424,11 @@ def _evaluate_any(
         explanation = f"{head} Allowed under {shape.allowed_basis}.{relied}"
     else:
         explanation = f"{head} Violation: {because}.{_affected(ctx, verdicts)}{relied}"
+    subject_ids = [s.id for s in subjects]
     return _decision(
-        flow, state, policy, t, reasons, explanation, facts, ctx.rules, verdicts, decided_at, supersedes, revision
-    )
+        flow, state, policy, t, reasons, explanation, facts, ctx.rules, verdicts, subject_ids, decided_at, supersedes,
+        revision,
+    )  # fmt: skip
 
 
 def _evaluate_one(
@@ -461,6 +478,7 @@ def _evaluate_one(
             _use_shape(ctx, shape)
             # The flow-level checks have run above: the subject's checks add to what they found.
             ctx.rules, ctx.facts, ctx.reasons = rules, facts, found
+            ctx.indexed = True
             own = _check_subject(ctx, shape, subject, sstate)
         elif subject.kind == "pupil":
             own = _pupil_limits(policy, shape, grant, sstate, t, day, fields["legal_hold"], None)
@@ -470,38 +488,22 @@ def _evaluate_one(
             codes = codes | found
         if own:
             codes = codes | own
-    return _one_subject_decision(
-        flow, subject, shape, state, policy, t, day_text, codes, rules, facts, decided_at, supersedes, revision
-    )
-
-
-def _one_subject_decision(
-    flow: DataFlow,
-    subject: Subject,
-    shape: _Shape,
-    state: State,
-    policy: Policy,
-    t: int,
-    day_text: str,
-    codes: frozenset[str] | set[str],
-    rules: list[str],
-    facts: list[str],
-    decided_at: datetime | None,
-    supersedes: str | None,
-    revision: int,
-) -> Decision:
     reasons, because = _ordered(policy.index, codes)
     if len(facts) > 1:
         # A consent covering both ordinary and Art 9 categories is relied on twice; name each fact once.
         facts = list(dict.fromkeys(facts))
     relied = f" It relied on {', '.join(facts)}." if facts else ""
-    if not reasons:
-        explanation = f"On {day_text} {shape.head_one} Allowed under {shape.allowed_basis}.{relied}"
-    else:
+    if reasons:
         explanation = f"On {day_text} {shape.head_one} Violation: {because}.{relied}"
-    verdicts = [_verdict(subject, reasons)]
+    else:
+        explanation = f"On {day_text} {shape.head_one} Allowed under {shape.allowed_basis}.{relied}"
+    sid = subject.id
+    verdict = _new_subject_verdict(
+        {"subject_id": sid, "subject_kind": subject.kind, "verdict": "violation" if reasons else "allowed",
+         "reasons": list(reasons)}
+    )  # fmt: skip
     return _decision(
-        flow, state, policy, t, reasons, explanation, facts, rules, verdicts, decided_at, supersedes, revision
+        flow, state, policy, t, reasons, explanation, facts, rules, [verdict], [sid], decided_at, supersedes, revision
     )
 
 
@@ -515,6 +517,7 @@ def _decision(
     facts: list[str],
     rules: list[str],
     verdicts: list[SubjectVerdict],
+    subject_ids: list[str],
     decided_at: datetime | None,
     supersedes: str | None,
     revision: int,
@@ -533,7 +536,7 @@ def _decision(
             "recipient": fields["recipient"],
             "purpose": fields["purpose"],
             "categories": list(fields["categories"]),
-            "subject_ids": [s.id for s in fields["subjects"]],
+            "subject_ids": subject_ids,
             "occurred_at": fields["occurred_at"],
             "decided_at": decided_at or fields["emitted_at"],
             "emitted_at": fields["emitted_at"],
@@ -1058,21 +1061,23 @@ def _consent_outcome(
     t = ctx.t
     withdrawn = unauthorised = False
     ids: list[str] = []
-    biometric = ctx.kind == "biometric"
-    for rec in sstate.consents:
+    if ctx.indexed:
+        memo = sstate.memo
+        if memo is None:
+            memo = sstate.memo = {}
+        key = (ctx.shape, explicit)
+        candidates = memo.get(key)
+        if candidates is None:
+            candidates = memo[key] = _consent_candidates(ctx, sstate, needed, explicit)
+    else:
+        candidates = _consent_candidates(ctx, sstate, needed, explicit)
+    for rec in candidates:
         if rec[0] > t:
             break  # consent is never retroactive: valid from given_at inclusive
-        if not _consent_covers(ctx, rec, needed):
-            continue
-        flags = rec[4]
-        if explicit and not flags & EXPLICIT:
-            continue
-        if biometric and not flags & WRITTEN:
-            continue  # POFA 2012 s27: written consent
         if _ended(ctx, subject, sstate, rec):
             withdrawn = True
             continue
-        if not _authorised(ctx, subject, sstate, rec[2], rec[3], flags, rec[0]):
+        if not _authorised(ctx, subject, sstate, rec[2], rec[3], rec[4], rec[0]):
             unauthorised = True
             continue
         ids.append(rec[1])
@@ -1088,6 +1093,20 @@ def _consent_outcome(
     if unauthorised:
         return "unauthorised", []
     return "absent", []
+
+
+def _consent_candidates(
+    ctx: _Flow, sstate: SubjectState, needed: Sequence[str], explicit: bool
+) -> tuple[tuple[Any, ...], ...]:
+    """The subject's consents (in time order) whose scope and form could support this shape, whenever given."""
+    biometric = ctx.kind == "biometric"
+    return tuple(
+        rec
+        for rec in sstate.consents
+        if _consent_covers(ctx, rec, needed)
+        and not (explicit and not rec[4] & EXPLICIT)
+        and not (biometric and not rec[4] & WRITTEN)  # POFA 2012 s27: written consent
+    )
 
 
 def _check_consent(ctx: _Flow, shape: _Shape, subject: Subject, sstate: SubjectState, out: set[str]) -> None:

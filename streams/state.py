@@ -132,7 +132,7 @@ SUBJECT_SECTIONS = (
 class SubjectState:
     """Every fact known about one data subject, each list sorted by (effective time, id)."""
 
-    __slots__ = SUBJECT_SECTIONS
+    __slots__ = (*SUBJECT_SECTIONS, "memo")
 
     consents: list[tuple[Any, ...]]
     withdrawals: list[tuple[Any, ...]]
@@ -146,10 +146,13 @@ class SubjectState:
     care_orders: list[tuple[Any, ...]]
     competences: list[tuple[Any, ...]]
     flows: list[tuple[Any, ...]]
+    memo: dict[Any, Any] | None
+    """Lookups derived from the records (the evaluator's per-shape consent index); dropped when one is added."""
 
     def __init__(self) -> None:
         for name in SUBJECT_SECTIONS:
             setattr(self, name, [])
+        self.memo = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SubjectState):
@@ -172,6 +175,7 @@ class SubjectState:
             if existing == record:
                 return False
         records.insert(at, record)
+        self.memo = None
         return True
 
     def apply(self, fact: Fact) -> bool:
@@ -353,6 +357,7 @@ class SubjectState:
         state = cls.__new__(cls)  # every section is set just below
         for name, records in zip(SUBJECT_SECTIONS, packing.loads_vocab(raw, vocabulary), strict=True):
             setattr(state, name, records)
+        state.memo = None
         return state
 
 

@@ -263,3 +263,35 @@ def test_generated_flows_get_the_uncached_decision(
         _same(flow, state)
         # Through the wire too: the stream judges the parsed copy.
         _same(DataFlow.model_validate_json(json.dumps(flow.model_dump(mode="json"))), state)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(usually(True, False), st.lists(st.one_of(facts(), flows()), min_size=2, max_size=16))
+def test_facts_arriving_between_flows_reach_the_plan(agreements: bool, events: list[Fact | DataFlow]) -> None:
+    # Each flow is judged on the facts so far, so anything the plan derives from a subject's records (its
+    # consent index) must follow every fact that arrives afterwards.
+    state = State()
+    for fact in standard_agreements(POLICY) if agreements else []:
+        state.apply(fact)
+    for event in events:
+        if isinstance(event, DataFlow):
+            _same(event, state)
+        else:
+            state.apply(event)
+
+
+def test_a_consent_given_after_a_judged_flow_counts_for_the_next() -> None:
+    state = State()
+    for fact in standard_agreements(POLICY):
+        state.apply(fact)
+    # A subject the state already holds, with a consent to something else.
+    state.apply(b.born("ava", "2015-05-01"))
+    state.apply(
+        b.consent("2024-01-04T09:00Z", "ava", None, "promotional_photo", ["photographs"], recipient_class="publication")
+    )
+    music = ["identity", "contact"]
+    before = b.flow("2024-06-03T10:00Z", "peripatetic-music", "music_tuition", music, subjects=["ava"])
+    assert _same(before, state).reasons == ["NO_CONSENT"]
+    state.apply(b.consent("2024-06-04T09:00Z", "ava", "peripatetic-music", "music_tuition", music))
+    after = b.flow("2024-06-05T10:00Z", "peripatetic-music", "music_tuition", music, subjects=["ava"])
+    assert _same(after, state).reasons == []
