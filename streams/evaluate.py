@@ -162,6 +162,31 @@ def _london_day(micros: int) -> tuple[date, str]:
     return found
 
 
+_BORN_BY: dict[tuple[date, int], int] = {}
+
+
+def born_by(day: date, years: int) -> int:
+    """The ordinal of the latest birth date at which a person is `years` old on `day` (`age_on` >= `years`).
+
+    Checks of an age against a limit compare this with the recorded birth ordinal, with no date arithmetic per
+    flow: born on or before it is old enough (a 29 February birthday counts from 1 March, as in `age_on`).
+    """
+    found = _BORN_BY.get((day, years))
+    if found is None:
+        year = day.year - years
+        if year < 1:
+            found = 0  # nobody alive was born that long ago
+        else:
+            try:
+                found = date(year, day.month, day.day).toordinal()
+            except ValueError:  # 29 February in a common year: born on the 28th is old enough, the 1st is not
+                found = date(year, 2, 28).toordinal()
+        if len(_BORN_BY) > 100_000:
+            _BORN_BY.clear()
+        _BORN_BY[(day, years)] = found
+    return found
+
+
 def london_date(micros: int) -> date:
     """The Europe/London calendar date of an instant."""
     return _london_day(micros)[0]
@@ -893,9 +918,9 @@ def _pupil_limits(
         out = out if out is not None else set()
         out.add(R.RETENTION_EXCEEDED)
     if shape.min_age is not None:
-        birth = sstate.birth_date()
+        births = sstate.births
         # Fail closed: without a date of birth the age cannot be shown.
-        if birth is None or age_on(birth, day) < shape.min_age:
+        if not births or births[-1][1] > born_by(day, shape.min_age):
             out = out if out is not None else set()
             out.add(R.CATEGORY_NOT_PERMITTED_FOR_RECIPIENT)
     return out
@@ -1269,8 +1294,8 @@ def _retention_exceeded(
     policy: Policy, grant: GrantIndex, recipient: RecipientDef | None, sstate: SubjectState, t: int, day: date
 ) -> bool:
     retention = policy.retention  # the caller has checked for a legal hold
-    birth = sstate.birth_date()
-    if birth is not None and age_on(birth, day) >= retention.pupil_file_years_after_birth:
+    births = sstate.births  # the latest record wins, as in `SubjectState.birth_date`
+    if births and births[-1][1] <= born_by(day, retention.pupil_file_years_after_birth):
         return True
     left = sstate.left_at(t)
     # The purpose decides (§6.6), never the stated or default basis: a connector can call a routine sync a

@@ -471,6 +471,8 @@ class State:
 
     def notice_version_at(self, t: int, default: str) -> str:
         """The privacy notice version in force at `t` (the policy's version until a newer one is published)."""
+        if not self._notices:
+            return default
         version = default
         for at, ver in self._notices:
             if at > t:

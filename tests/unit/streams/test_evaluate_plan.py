@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from schemas.decisions import Decision
 from schemas.events import DataFlow, DisclosureRequest, Fact, parse_event
 from schemas.policy import Policy, load_policy
 from streams import builders as b
-from streams.evaluate import evaluate, evaluate_uncached
+from streams.evaluate import age_on, born_by, evaluate, evaluate_uncached
 from streams.state import State
 
 from .conftest import standard_agreements
@@ -295,3 +295,20 @@ def test_a_consent_given_after_a_judged_flow_counts_for_the_next() -> None:
     state.apply(b.consent("2024-06-04T09:00Z", "ava", "peripatetic-music", "music_tuition", music))
     after = b.flow("2024-06-05T10:00Z", "peripatetic-music", "music_tuition", music, subjects=["ava"])
     assert _same(after, state).reasons == []
+
+
+def test_born_by_agrees_with_age_on_across_leap_years() -> None:
+    leap_days = [date(1988, 2, 29), date(1996, 2, 29), date(2000, 2, 29), date(2004, 2, 29), date(2012, 2, 29)]
+    births = [*leap_days, *(date(1986, 1, 1) + timedelta(days=n) for n in range(0, 365 * 27, 5))]
+    days = [
+        *leap_days[3:],
+        date(2013, 2, 28),
+        date(2013, 3, 1),
+        *(date(2011, 1, 1) + timedelta(days=n) for n in range(0, 365 * 5, 29)),
+    ]
+    for day in days:
+        for years in (0, 5, 13, 18, 25):
+            limit = born_by(day, years)
+            for birth in births:
+                assert (age_on(birth, day) >= years) == (birth.toordinal() <= limit), (birth, day, years)
+    assert born_by(date(20, 6, 1), 25) == 0
