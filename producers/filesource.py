@@ -161,15 +161,6 @@ def require_columns(path: Path, columns: set[str], required: set[str]) -> None:
         raise FileRejectedError(f"{path.name}: header lacks column(s) {', '.join(missing)}")
 
 
-def csv_header(path: Path) -> set[str]:
-    """The lower-cased column names of a CSV file (empty when it has no header)."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        try:
-            return {name.strip().lower() for name in next(csv.reader(handle))}
-        except (StopIteration, csv.Error, UnicodeDecodeError):
-            return set()
-
-
 class FileConnector:
     """Runs one connector format over its outbox folder, delivering each event exactly once into Kafka."""
 

@@ -8,15 +8,15 @@ names no pupil an `unidentified:<message id>` subject, so each fails closed down
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from producers.filesource import Draft, Record, csv_records, require_columns
-from producers.textfields import csv_columns, identifier_part, parse_london_time, split_list
+from producers.csvrows import check_header, rows_to_records
+from producers.filesource import Draft, Record
+from producers.textfields import identifier_part, parse_london_time, split_list
 from schemas.connector_maps import ConnectorMaps
 from schemas.events import DataFlow
 
@@ -44,19 +44,8 @@ class MailTraceFormat:
 
     def records(self, path: Path, position: int, line: int) -> Iterator[Record]:
         """The records of a mail trace CSV after byte `position`; a message that stays inside has no drafts."""
-        require_columns(path, csv_columns(path), set(REQUIRED_COLUMNS))
-        for number, end, row in csv_records(path, position, line):
-            error = row.get("__error__")
-            if error is not None:
-                yield Record(number, end, error=error)
-                continue
-            raw = json.dumps(row, ensure_ascii=False)
-            try:
-                drafts = self.drafts(row)
-            except ValueError as exc:
-                yield Record(number, end, error=str(exc), raw=raw)
-                continue
-            yield Record(number, end, drafts=drafts, raw=raw)
+        check_header(path, frozenset(REQUIRED_COLUMNS))
+        yield from rows_to_records(path, position, line, self.drafts)
 
     def drafts(self, row: dict[str, str]) -> tuple[Draft, ...]:
         """The flows of one message (none when it stays inside or holds no personal data)."""

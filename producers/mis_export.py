@@ -14,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from producers.consent_export import (
+from producers.csvrows import (
     RowError,
     check_header,
     london_date,

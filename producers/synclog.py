@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from producers.filesource import Draft, Record, csv_records, require_columns
-from producers.textfields import csv_columns, parse_london_time, slug, split_list
+from producers.csvrows import check_header, rows_to_records
+from producers.filesource import Draft, Record
+from producers.textfields import parse_london_time, slug, split_list
 from schemas.connector_maps import ConnectorMaps, Footing, Supplier
 from schemas.events import DataFlow
 
@@ -76,19 +77,11 @@ class SyncLogFormat:
     # -- CSV ------------------------------------------------------------------------------------------------
 
     def _csv_records(self, path: Path, position: int, line: int) -> Iterator[Record]:
-        require_columns(path, csv_columns(path), set(REQUIRED_COLUMNS))
-        for number, end, row in csv_records(path, position, line):
-            error = row.get("__error__")
-            if error is not None:
-                yield Record(number, end, error=error)
-                continue
-            raw = json.dumps(row, ensure_ascii=False)
-            try:
-                draft = self.draft(row["timestamp"], row["supplier"], split_list(row["pupils"]), row["fields"])
-            except ValueError as exc:
-                yield Record(number, end, error=str(exc), raw=raw)
-                continue
-            yield Record(number, end, drafts=(draft,), raw=raw)
+        check_header(path, frozenset(REQUIRED_COLUMNS))
+        yield from rows_to_records(path, position, line, self._row_drafts)
+
+    def _row_drafts(self, row: dict[str, str]) -> tuple[Draft, ...]:
+        return (self.draft(row["timestamp"], row["supplier"], split_list(row["pupils"]), row["fields"]),)
 
     # -- JSON lines -----------------------------------------------------------------------------------------
 

@@ -76,8 +76,8 @@ def identifier_part(text: str) -> str:
 def csv_columns(path: Path) -> set[str]:
     """The lower-cased column names of a CSV file's header; raise `FileRejectedError` if there is none.
 
-    Unlike `filesource.csv_header` this says why a header is unusable (empty file, not UTF-8, not CSV),
-    so a connector can check its columns once, before any record, and refuse a wrong file whole.
+    It says why a header is unusable (empty file, not UTF-8, not CSV), so a connector can check its
+    columns once, before any record, and refuse a wrong file whole.
     """
     with path.open("rb") as handle:
 

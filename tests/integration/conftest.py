@@ -197,17 +197,22 @@ def read_topic(settings: Settings, topic: str, count: int, timeout: float = 30) 
     return found
 
 
-def committed(settings: Settings, topic: str, idle_ms: int = 1500) -> list[Any]:
-    """Every committed record of a topic, from the start (read_committed: aborted transactions are invisible)."""
-    consumer = KafkaConsumer(
+def committed_reader(settings: Settings, topic: str, **config: Any) -> KafkaConsumer:
+    """A consumer of a whole topic from its start that sees committed records only (no group, no commits)."""
+    return KafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap.split(","),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
         isolation_level="read_committed",
-        consumer_timeout_ms=idle_ms,
+        **config,
     )
+
+
+def committed(settings: Settings, topic: str, idle_ms: int = 1500) -> list[Any]:
+    """Every committed record of a topic, from the start (read_committed: aborted transactions are invisible)."""
+    consumer = committed_reader(settings, topic, consumer_timeout_ms=idle_ms)
     try:
         return list(consumer)
     finally:
@@ -233,14 +238,7 @@ def kill_after_first_commit(settings: Settings, topic: str, start: Callable[[], 
     One read_committed consumer is kept open: a fresh reader per check spends longer connecting than a
     connector needs to finish a file, and the kill must land mid-file.
     """
-    watcher = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        isolation_level="read_committed",
-    )
+    watcher = committed_reader(settings, topic)
     seen = 0
     process: subprocess.Popen[bytes] | None = None
 
