@@ -12,8 +12,7 @@ import pytest
 
 from producers.consent_export import file_format
 from producers.filesource import FileConnector, event_id_for, file_digest
-from schemas.connector_maps import ConnectorMaps, load_connector_maps
-from schemas.policy import load_policy
+from schemas.connector_maps import ConnectorMaps
 from schemas.settings import Settings
 
 from .conftest import committed, connect_process, kill_after_first_commit
@@ -22,11 +21,6 @@ pytestmark = pytest.mark.kafka
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "consent" / "forms-2025-autumn.csv"
-
-
-@pytest.fixture(scope="module")
-def maps() -> ConnectorMaps:
-    return load_connector_maps(ROOT / "policy", load_policy(ROOT / "policy"))
 
 
 def unique_id() -> str:

@@ -18,9 +18,8 @@ from producers.checkpoint import read_checkpoint
 from producers.ctf import file_format
 from producers.filesource import FileConnector, Record, file_digest
 from pupilflow.children import settings_env
-from schemas.connector_maps import ConnectorMaps, load_connector_maps
+from schemas.connector_maps import ConnectorMaps
 from schemas.events import DataFlow
-from schemas.policy import load_policy
 from schemas.settings import Settings
 
 from .conftest import committed, wait_until
@@ -32,11 +31,6 @@ DATA = ROOT / "tests" / "data" / "ctf"
 CORE = ["identity.dob", "identity.name", "identity.upn"]
 BASIC_DETAILS = ["ethnicity", "first_language", "fsm_eligibility", "health", "identity.gender", "service_child"]
 FOOTING = {"lawful_basis": "public_task", "condition": "statutory_purposes_para6", "channel": "s2s"}
-
-
-@pytest.fixture(scope="module")
-def maps() -> ConnectorMaps:
-    return load_connector_maps(ROOT / "policy", load_policy(ROOT / "policy"))
 
 
 def connector(settings: Settings, outbox: Path, maps: ConnectorMaps) -> FileConnector:

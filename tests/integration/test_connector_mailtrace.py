@@ -13,8 +13,7 @@ import pytest
 from producers.checkpoint import read_checkpoint
 from producers.filesource import FileConnector, file_digest
 from producers.mailtrace import file_format
-from schemas.connector_maps import ConnectorMaps, load_connector_maps
-from schemas.policy import load_policy
+from schemas.connector_maps import ConnectorMaps
 from schemas.settings import Settings
 
 from .conftest import committed
@@ -24,11 +23,6 @@ pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "mailtrace"
 P1, P2, P3 = "H801200000011", "H801200000022", "H801200000033"
-
-
-@pytest.fixture(scope="module")
-def maps() -> ConnectorMaps:
-    return load_connector_maps(ROOT / "policy", load_policy(ROOT / "policy"))
 
 
 def run(settings: Settings, tmp_path: Path, maps: ConnectorMaps, name: str) -> tuple[Path, str, Any]:

@@ -13,8 +13,7 @@ import pytest
 
 from producers.filesource import FileConnector, FileFormat, Record, event_id_for, file_digest
 from producers.mis_export import MisExport, file_format
-from schemas.connector_maps import ConnectorMaps, load_connector_maps
-from schemas.policy import load_policy
+from schemas.connector_maps import ConnectorMaps
 from schemas.settings import Settings
 
 from .conftest import committed
@@ -27,11 +26,6 @@ HEADER = (
     "pupil_id,school,dob,enrolled_on,left_on,destination_school,contact_id,contact_relationship,"
     "contact_parental_responsibility,contact_has_care,exported_at"
 )
-
-
-@pytest.fixture(scope="module")
-def maps() -> ConnectorMaps:
-    return load_connector_maps(ROOT / "policy", load_policy(ROOT / "policy"))
 
 
 class Exploding:

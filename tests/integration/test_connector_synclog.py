@@ -13,8 +13,7 @@ import pytest
 from producers.checkpoint import read_checkpoint
 from producers.filesource import FileConnector, file_digest
 from producers.synclog import file_format
-from schemas.connector_maps import ConnectorMaps, load_connector_maps
-from schemas.policy import load_policy
+from schemas.connector_maps import ConnectorMaps
 from schemas.settings import Settings
 
 from .conftest import committed, connect_process, kill_after_first_commit
@@ -24,11 +23,6 @@ pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "synclog"
 P1, P2, P3 = "H801200000011", "H801200000022", "H801200000033"
-
-
-@pytest.fixture(scope="module")
-def maps() -> ConnectorMaps:
-    return load_connector_maps(ROOT / "policy", load_policy(ROOT / "policy"))
 
 
 def connector(settings: Settings, outbox: Path, maps: ConnectorMaps) -> FileConnector:

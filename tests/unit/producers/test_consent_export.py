@@ -11,7 +11,7 @@ import pytest
 
 from producers.consent_export import ConsentExport, file_format
 from producers.filesource import Draft, FileRejectedError, Record
-from schemas.connector_maps import ConnectorMaps, load_connector_maps
+from schemas.connector_maps import ConnectorMaps
 from schemas.events import (
     ConsentGiven,
     ConsentRefused,
@@ -19,15 +19,9 @@ from schemas.events import (
     ObjectionRaised,
     ObjectionWithdrawn,
 )
-from schemas.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "tests" / "data" / "consent" / "forms-2025-autumn.csv"
-
-
-@pytest.fixture(scope="module")
-def maps() -> ConnectorMaps:
-    return load_connector_maps(ROOT / "policy", load_policy(ROOT / "policy"))
 
 
 @pytest.fixture(scope="module")

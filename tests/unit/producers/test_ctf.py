@@ -10,9 +10,8 @@ import pytest
 
 from producers.ctf import LONDON, CtfFormat, file_format
 from producers.filesource import Draft, FileRejectedError, Record
-from schemas.connector_maps import ConnectorMaps, load_connector_maps
+from schemas.connector_maps import ConnectorMaps
 from schemas.events import DataFlow
-from schemas.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data" / "ctf"
@@ -23,12 +22,6 @@ CORE = ["identity.dob", "identity.name", "identity.upn"]
 BASIC_DETAILS = ["ethnicity", "first_language", "fsm_eligibility", "health", "identity.gender", "service_child"]
 FOOTING = {"lawful_basis": "public_task", "condition": "statutory_purposes_para6", "channel": "s2s"}
 PLACE = {"destination_country": "GB", "transfer_safeguard": "none"}
-
-
-@pytest.fixture(scope="module")
-def maps() -> ConnectorMaps:
-    policy_dir = ROOT / "policy"
-    return load_connector_maps(policy_dir, load_policy(policy_dir))
 
 
 @pytest.fixture(scope="module")

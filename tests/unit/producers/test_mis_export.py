@@ -11,18 +11,12 @@ import pytest
 
 from producers.filesource import Draft, FileRejectedError, Record
 from producers.mis_export import MisExport, file_format
-from schemas.connector_maps import ConnectorMaps, load_connector_maps
+from schemas.connector_maps import ConnectorMaps
 from schemas.events import BirthDateRecorded, ParentalResponsibilityRecorded, PupilEnrolled, PupilLeft
-from schemas.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[3]
 HAWTHORN = ROOT / "tests" / "data" / "mis" / "hawthorn-primary-2025-09.csv"
 ROSE_VALLEY = ROOT / "tests" / "data" / "mis" / "rose-valley-2025-09.csv"
-
-
-@pytest.fixture(scope="module")
-def maps() -> ConnectorMaps:
-    return load_connector_maps(ROOT / "policy", load_policy(ROOT / "policy"))
 
 
 @pytest.fixture(scope="module")
