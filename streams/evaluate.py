@@ -303,7 +303,7 @@ class _Flow:
         "t",
     )
 
-    # Set from the flow's shape by `_check_flow` before any check reads them.
+    # Set from the flow's shape by `_use_shape` before any check reads them.
     shape: _Shape
     recipient: RecipientDef | None
     grant: GrantIndex | None
@@ -343,9 +343,6 @@ class _Flow:
         if birth is None:
             return None
         return age_on(birth, london_date(micros))
-
-
-_NO_REASONS: frozenset[str] = frozenset()
 
 
 def evaluate(
@@ -613,7 +610,7 @@ def _ordered(idx: PolicyIndex, codes: frozenset[str] | set[str]) -> tuple[list[s
 # --- flow-level checks ---------------------------------------------------------------------------------------
 
 
-# The flow's own fields that decide its shape (with its categories and its size, added by `_check_flow`).
+# The flow's own fields that decide its shape (with its categories and its size, added by `evaluate`).
 _SHAPE_FIELDS = itemgetter(
     "recipient", "purpose", "lawful_basis", "condition", "channel", "destination_country", "transfer_safeguard",
     "consideration", "emergency", "to_data_subject", "addressed_to_dsl", "unredacted_third_party_data",
