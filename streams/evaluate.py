@@ -21,6 +21,12 @@ The order of checks follows RULES.md §2 (recipient, sale, basis, conditions, co
 transfer, then court orders, entitlement, harm, objections, retention, channel); the *reported* order of
 reason codes is the rank in `schemas.decisions.ReasonCode` (most specific first, RULES.md §1).
 
+What a flow's own fields and the policy decide (its *shape*: recipient, grant, static reasons, explanation
+pieces) is worked out once per shape and memoised on the policy index; a single-subject flow of a simple shape
+then runs only the checks that read state as of its time (the agreement, the subject's consents, objections,
+court orders, retention and age). `evaluate_uncached` gives the same decision without the memo or that plan:
+it is the reference they are tested against (tests/unit/streams/test_evaluate_plan.py).
+
 Where RULES.md is silent, the evaluator does what a careful school DPO would expect (each is commented where
 it is implemented):
 
@@ -166,11 +172,9 @@ _BORN_BY: dict[tuple[date, int], int] = {}
 
 
 def born_by(day: date, years: int) -> int:
-    """The ordinal of the latest birth date at which a person is `years` old on `day` (`age_on` >= `years`).
-
-    Checks of an age against a limit compare this with the recorded birth ordinal, with no date arithmetic per
-    flow: born on or before it is old enough (a 29 February birthday counts from 1 March, as in `age_on`).
-    """
+    """The ordinal of the latest birth date at which a person is `years` old on `day` (`age_on` >= `years`)."""
+    # Age limits compare this with the recorded birth ordinal, so a flow does no date arithmetic: born on or
+    # before it is old enough (a 29 February birthday counts from 1 March, as in `age_on`).
     found = _BORN_BY.get((day, years))
     if found is None:
         year = day.year - years
