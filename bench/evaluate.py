@@ -2,10 +2,13 @@
 
 Run: `.venv/bin/python bench/evaluate.py [--pupils N] [--flows N] [--seconds S] [--rounds R]`. Prints the best
 and median of each stage over interleaved rounds; the target is >= 50,000 decisions/s for realistic
-single-subject flows, measured on the path the stream runs: bytes -> parse_flow -> evaluate -> JSON bytes.
-The headline (last line) serialises with `Decision.to_json_bytes`, the same bytes as `model_dump_json().encode()`
-from the compiled serializer; the line before it is the same path with `model_dump_json().encode()`. The
-"ceiling" line parses and serialises without evaluating: no evaluator can make the end-to-end path faster.
+single-subject flows, JSON in to JSON out: bytes -> parse_flow (full validation) -> judged against the state
+as of the flow's time -> decision JSON bytes. The headline (last line) is `decide_json`, the fastest correct
+path: byte for byte `evaluate(...).to_json_bytes()` (tests/unit/streams/test_render.py), but a single-subject
+decision is written from pre-rendered fragments without building a `Decision`. The lines before it are the
+path through a `Decision` object (what the stream worker and replay use), serialised by the compiled serializer
+(`to_json_bytes`) or by `model_dump_json().encode()`. The "ceiling" line parses and serialises a ready
+`Decision` without evaluating.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from schemas.events import parse_event, parse_flow  # noqa: E402
 from schemas.policy import load_policy  # noqa: E402
 from streams import builders as b  # noqa: E402
-from streams.evaluate import evaluate  # noqa: E402
+from streams.evaluate import decide_json, evaluate  # noqa: E402
 from streams.state import State  # noqa: E402
 
 # (recipient, purpose, categories, channel): the everyday single-subject flows of a school.
@@ -137,6 +140,9 @@ def main() -> int:
     # One warm-up pass: every subject decoded into the cache and every flow shape memoised on the policy index,
     # as in a worker that has run for a while. The timed payloads are still new bytes parsed on every call.
     decisions = [evaluate(f, state, policy) for f in flows]
+    # The headline path must write the very bytes the Decision path does, for every flow measured.
+    if any(decide_json(f, state, policy) != d.to_json_bytes() for f, d in zip(flows, decisions, strict=True)):
+        raise SystemExit("decide_json differs from evaluate(...).to_json_bytes()")
     violations = sum(d.verdict == "violation" for d in decisions)
     print(f"verdicts: {len(decisions) - violations:,} allowed, {violations:,} violations")
     n = len(payloads)
@@ -150,6 +156,7 @@ def main() -> int:
         ("evaluate (pure function, pre-parsed flows)", lambda i: evaluate(flows[i % n], state, policy)),
         ("serialise: model_dump_json().encode()", lambda i: decisions[i % n].model_dump_json().encode()),
         ("serialise: to_json_bytes()", lambda i: decisions[i % n].to_json_bytes()),
+        ("evaluate + render: decide_json (pre-parsed)", lambda i: decide_json(flows[i % n], state, policy)),
         (
             # No evaluation at all: the bytes in and out alone, the ceiling of any evaluator on this path.
             "ceiling: parse_flow + to_json_bytes only",
@@ -167,6 +174,7 @@ def main() -> int:
             "end to end: parse_flow, to_json_bytes",
             lambda i: evaluate(parse_flow(payloads[i % n]), state, policy).to_json_bytes(),
         ),
+        ("end to end: parse_flow, decide_json", lambda i: decide_json(parse_flow(payloads[i % n]), state, policy)),
     ]
     rates: dict[str, list[float]] = {label: [] for label, _ in stages}
     print(

@@ -114,7 +114,11 @@ def decision_id_for(
 
     Exactly `uuid.uuid5(DECISION_NAMESPACE, material)`, computed without building a `UUID` (hot path).
     """
-    material = f"{flow_event_id}|{policy_digest}|{','.join(reasons)}|{','.join(facts)}|{supersedes or ''}"
+    return decision_id_of(f"{flow_event_id}|{policy_digest}|{','.join(reasons)}|{','.join(facts)}|{supersedes or ''}")
+
+
+def decision_id_of(material: str) -> str:
+    """`decision_id_for` from its material, the fields joined as it joins them (for callers that cache the joins)."""
     hasher = _NAMESPACE_SHA1.copy()  # the namespace prefix hashed once
     hasher.update(material.encode())
     h = hasher.hexdigest()

@@ -25,7 +25,10 @@ What a flow's own fields and the policy decide (its *shape*: recipient, grant, s
 pieces) is worked out once per shape and memoised on the policy index; a single-subject flow of a simple shape
 then runs only the checks that read state as of its time (the agreement, the subject's consents, objections,
 court orders, retention and age). `evaluate_uncached` gives the same decision without the memo or that plan:
-it is the reference they are tested against (tests/unit/streams/test_evaluate_plan.py).
+it is the reference they are tested against (tests/unit/streams/test_evaluate_plan.py). `decide_json` gives
+`evaluate(...).to_json_bytes()` byte for byte; on the single-subject plan it writes the JSON straight from
+fragments pre-rendered per shape and per set of reason codes (`streams.render`), without building a `Decision`
+(tests/unit/streams/test_render.py).
 
 Where RULES.md is silent, the evaluator does what a careful school DPO would expect (each is commented where
 it is implemented):
@@ -79,9 +82,10 @@ from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.decisions import REASON_ORDER, Decision, ReasonCode, SubjectVerdict, decision_id_for
+from schemas.decisions import REASON_ORDER, Decision, ReasonCode, SubjectVerdict, decision_id_for, decision_id_of
 from schemas.events import DataFlow, Subject
 from schemas.policy import GrantIndex, Policy, PolicyIndex, RecipientDef, covered_by
+from streams.render import CodesJson, ShapeJson, decision_one
 from streams.state import CARE, DELEGATED, EXPLICIT, PR, WRITTEN, State, SubjectState, from_us, to_us
 
 LONDON = ZoneInfo("Europe/London")
@@ -217,6 +221,7 @@ class _Shape:
         "grant",
         "group",
         "head_one",
+        "json",
         "kind",
         "min_age",
         "needed",
@@ -278,6 +283,8 @@ class _Shape:
         self.simple = grant is None or not (
             kind in ("law_enforcement", "court") or self.disclosure or (flow.to_data_subject and ctx.group == _FAMILY)
         )
+        # Its pre-rendered decision JSON fragments (`decide_json`), made the first time they are needed.
+        self.json: ShapeJson | None = None
 
 
 class _Flow:
@@ -359,22 +366,73 @@ def evaluate(
     revision: int = 0,
 ) -> Decision:
     """Judge one flow on the facts as they stood at its `occurred_at`; never raises for a violation."""
-    # Everything that depends only on the flow's own fields and the policy is memoised per policy.
-    # One C-level read of the scalar fields from the (validated, frozen) model's __dict__: the key is built
-    # for every flow, and a dozen pydantic attribute reads cost more than the lookup they serve.
+    # One C-level read of the scalar fields from the (validated, frozen) model's __dict__: a dozen pydantic
+    # attribute reads per flow cost more than the lookups they serve.
     fields = flow.__dict__
     subjects = fields["subjects"]
-    key = (_SHAPE_FIELDS(fields), tuple(fields["categories"]), max(fields["record_count"], len(subjects)))
-    memo = policy.index.flow_memo
-    shape: _Shape | None = memo.get(key)
-    if shape is None:
-        shape = _shape_of(flow, state, policy.index)
-        if len(memo) >= 100_000:
-            memo.clear()
-        memo[key] = shape
+    shape = _shape_for(flow, fields, subjects, state, policy.index)
     if shape.simple and len(subjects) == 1 and fields["data_recorded_at"] is None:
         return _evaluate_one(flow, fields, subjects[0], shape, state, policy, decided_at, supersedes, revision)
     return _evaluate_any(flow, state, policy, shape, decided_at, supersedes, revision)
+
+
+def decide_json(
+    flow: DataFlow,
+    state: State,
+    policy: Policy,
+    *,
+    decided_at: datetime | None = None,
+    supersedes: str | None = None,
+    revision: int = 0,
+) -> bytes:
+    """`evaluate(...).to_json_bytes()`, byte for byte; the single-subject plan renders it without a `Decision`."""
+    fields = flow.__dict__
+    subjects = fields["subjects"]
+    shape = _shape_for(flow, fields, subjects, state, policy.index)
+    if not (shape.simple and len(subjects) == 1 and fields["data_recorded_at"] is None):
+        return _evaluate_any(flow, state, policy, shape, decided_at, supersedes, revision).to_json_bytes()
+    subject = subjects[0]
+    t, day_text, codes, rules, facts = _judge_one(flow, fields, subject, shape, state, policy)
+    pieces = shape.json
+    if pieces is None:
+        pieces = shape.json = ShapeJson(
+            shape.head_one, shape.allowed_basis, fields["recipient"], fields["purpose"], fields["categories"],
+            shape.rules, policy.digest,
+        )  # fmt: skip
+    key = codes if isinstance(codes, frozenset) else frozenset(codes)
+    rendered = _CODES_JSON.get(key)
+    if rendered is None:
+        if len(_CODES_JSON) >= 10_000:
+            _CODES_JSON.clear()
+        rendered = _CODES_JSON[key] = CodesJson(*_ordered(policy.index, key))
+    event_id = fields["event_id"]
+    source = fields["source"]
+    facts_text = ",".join(facts)
+    material = f"{event_id}|{policy.digest}|{rendered.joined}|{facts_text}|{supersedes or ''}"
+    return decision_one(
+        pieces, rendered, decision_id_of(material), event_id, day_text, facts, pieces.rule_ids(rules), subject.id,
+        subject.kind, fields["occurred_at"], t, decided_at, fields["emitted_at"], source.connector, source.sequence,
+        state.notice_version_at(t, policy.trust.notice_version), supersedes, revision,
+    )  # fmt: skip
+
+
+# What each set of reason codes renders to (codes, order and texts are the same under every policy).
+_CODES_JSON: dict[frozenset[str], CodesJson] = {}
+
+
+def _shape_for(
+    flow: DataFlow, fields: dict[str, Any], subjects: list[Subject], state: State, idx: PolicyIndex
+) -> _Shape:
+    """The flow's shape: everything that depends only on its own fields and the policy, memoised per policy."""
+    key = (_SHAPE_FIELDS(fields), tuple(fields["categories"]), max(fields["record_count"], len(subjects)))
+    memo = idx.flow_memo
+    shape: _Shape | None = memo.get(key)
+    if shape is None:
+        shape = _shape_of(flow, state, idx)
+        if len(memo) >= 100_000:
+            memo.clear()
+        memo[key] = shape
+    return shape
 
 
 def evaluate_uncached(
@@ -468,12 +526,34 @@ def _evaluate_one(
     supersedes: str | None,
     revision: int,
 ) -> Decision:
+    """The single-subject plan (`_judge_one`) assembled into a `Decision`."""
+    t, day_text, codes, rules, facts = _judge_one(flow, fields, subject, shape, state, policy)
+    reasons, because = _ordered(policy.index, codes)
+    relied = f" It relied on {', '.join(facts)}." if facts else ""
+    if reasons:
+        explanation = f"On {day_text} {shape.head_one} Violation: {because}.{relied}"
+    else:
+        explanation = f"On {day_text} {shape.head_one} Allowed under {shape.allowed_basis}.{relied}"
+    sid = subject.id
+    verdict = _new_subject_verdict(
+        {"subject_id": sid, "subject_kind": subject.kind, "verdict": "violation" if reasons else "allowed",
+         "reasons": list(reasons)}
+    )  # fmt: skip
+    return _decision(
+        flow, state, policy, t, reasons, explanation, facts, rules, [verdict], [sid], decided_at, supersedes, revision
+    )
+
+
+def _judge_one(
+    flow: DataFlow, fields: dict[str, Any], subject: Subject, shape: _Shape, state: State, policy: Policy
+) -> tuple[int, str, frozenset[str] | set[str], list[str], list[str]]:
     """The single-subject plan: the shape's static reasons, then only the time-dependent checks it can need.
 
-    Gives exactly what `_evaluate_any` gives (tests/unit/streams/test_evaluate_plan.py): for a simple shape the
-    only flow-level check that reads state is the agreement, and a subject with nothing but a birth date and
-    school moves needs only the retention and age checks, so the per-flow context is built only when the
-    subject's consents, objections or court orders must be read.
+    Returns (occurred_at in microseconds, its London date as text, the reason codes, the rule ids, the facts
+    relied on, each named once). Gives exactly what `_evaluate_any` finds (tests/unit/streams/
+    test_evaluate_plan.py): for a simple shape the only flow-level check that reads state is the agreement, and
+    a subject with nothing but a birth date and school moves needs only the retention and age checks, so the
+    per-flow context is built only when the subject's consents, objections or court orders must be read.
     """
     t = to_us(fields["occurred_at"])
     day, day_text = _london_day(t)
@@ -514,23 +594,10 @@ def _evaluate_one(
             codes = codes | found
         if own:
             codes = codes | own
-    reasons, because = _ordered(policy.index, codes)
     if len(facts) > 1:
         # A consent covering both ordinary and Art 9 categories is relied on twice; name each fact once.
         facts = list(dict.fromkeys(facts))
-    relied = f" It relied on {', '.join(facts)}." if facts else ""
-    if reasons:
-        explanation = f"On {day_text} {shape.head_one} Violation: {because}.{relied}"
-    else:
-        explanation = f"On {day_text} {shape.head_one} Allowed under {shape.allowed_basis}.{relied}"
-    sid = subject.id
-    verdict = _new_subject_verdict(
-        {"subject_id": sid, "subject_kind": subject.kind, "verdict": "violation" if reasons else "allowed",
-         "reasons": list(reasons)}
-    )  # fmt: skip
-    return _decision(
-        flow, state, policy, t, reasons, explanation, facts, rules, [verdict], [sid], decided_at, supersedes, revision
-    )
+    return t, day_text, codes, rules, facts
 
 
 def _decision(
