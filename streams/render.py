@@ -128,15 +128,22 @@ def decision_one(
     supersedes: str | None,
     revision: int,
 ) -> bytes:
-    """A single-subject decision's JSON bytes (`Decision.to_json_bytes`)."""
+    """A single-subject decision's JSON bytes (`Decision.to_json_bytes`); `decision_id` is a UUID's text."""
     sid = string(subject_id)
     occurred = datetime_json(occurred_at, occurred_micros)
     # A connector that reports a flow as it happens stamps both times alike: written once.
     same = emitted_at == occurred_at and emitted_at.tzinfo is occurred_at.tzinfo
     emitted = occurred if same else datetime_json(emitted_at)
-    relied = f" It relied on {string(', '.join(facts))[1:-1]}." if facts else ""
+    if not facts:
+        relied, facts_json = "", "[]"
+    elif len(facts) == 1:
+        # The usual case (one agreement or one consent): one escape serves the explanation and the list.
+        fact = string(facts[0])
+        relied, facts_json = f" It relied on {fact[1:-1]}.", f"[{fact}]"
+    else:
+        relied, facts_json = f" It relied on {string(', '.join(facts))[1:-1]}.", strings(facts)
     return (
-        f'{{"decision_id":{string(decision_id)},"flow_event_id":{string(event_id)},{codes.verdict}'
+        f'{{"decision_id":"{decision_id}","flow_event_id":{string(event_id)},{codes.verdict}'
         f',"explanation":"On {day_text}{shape.head}{codes.because or shape.allowed}{relied}"'
         f"{shape.flow}{sid}]"
         f',"occurred_at":{occurred}'
@@ -144,7 +151,7 @@ def decision_one(
         f',"source_connector":{string(connector)},"source_sequence":{sequence}'
         f',"policy_digest":{shape.digest},"notice_version":{string(notice_version)}'
         f',"supersedes":{"null" if supersedes is None else string(supersedes)}'
-        f',"rule_ids":{rule_ids},"facts_relied_on":{strings(facts) if facts else "[]"}'
+        f',"rule_ids":{rule_ids},"facts_relied_on":{facts_json}'
         f',"disclosures":[{{"subject_id":{sid},"subject_kind":{string(subject_kind)},{codes.verdict}}}]'
         f',"revision":{revision}}}'
     ).encode()

@@ -163,7 +163,7 @@ moments = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    texts, texts, ids, ids, st.lists(ids, min_size=1, max_size=3), st.lists(ids, max_size=3),
+    texts, texts, ids, ids, st.lists(ids, min_size=1, max_size=3), st.lists(texts, max_size=3),
     st.lists(st.sampled_from(["NO_CONSENT", "INSECURE_CHANNEL", "SALE_OF_DATA"]), unique=True, max_size=2),
     texts, ids, ids, st.sampled_from(["pupil", "parent"]), moments, moments, st.sampled_from([None, "d-1"]),
     st.integers(0, 5), texts, st.lists(ids, min_size=1, max_size=4), st.integers(0, 2**40), ids,
@@ -174,7 +174,7 @@ def test_decision_one_is_the_decision_s_bytes(
     emitted: datetime, supersedes: str | None, revision: int, notice: str, rules: list[str], sequence: int,
     connector: str,
 ) -> None:  # fmt: skip
-    for text in (head, basis, because, notice):
+    for text in (head, basis, because, notice, *facts_):
         try:
             to_json(text)
         except PydanticSerializationError:  # lone surrogates: no serializer writes them
