@@ -49,6 +49,9 @@ class MailTraceFormat:
 
     def drafts(self, row: dict[str, str]) -> tuple[Draft, ...]:
         """The flows of one message (none when it stays inside or holds no personal data)."""
+        # Every row is checked whole, even one that turns out not to be a flow: a trace with broken times is
+        # a broken export, and the DPO should hear of it.
+        occurred_at = parse_london_time(row["time"])
         addresses = split_list(row["recipients"])
         if not addresses:
             raise ValueError("no recipients")
@@ -66,7 +69,6 @@ class MailTraceFormat:
         categories = self._labels.get(label.casefold(), [UNCLASSIFIED]) if label else [UNCLASSIFIED]
         if not categories:
             return ()  # the label says the message holds no personal data
-        occurred_at = parse_london_time(row["time"])
         subjects = self._subjects(row)
         return tuple(
             Draft(

@@ -141,7 +141,11 @@ class SyncLogFormat:
         names = split_list(fields) if isinstance(fields, str) else [f.strip() for f in fields if f.strip()]
         if not names:
             raise ValueError("no fields synced")
-        occurred_at = parse_london_time(timestamp)
+        try:
+            occurred_at = parse_london_time(timestamp)
+        except ValueError:
+            # Name the column, as every other row error does.
+            raise ValueError(f"timestamp {timestamp!r} is not ISO 8601") from None
         target = self._supplier_target(supplier)
         categories = list(dict.fromkeys(self._category(target, name) for name in names))
         return Draft(

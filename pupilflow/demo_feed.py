@@ -30,6 +30,7 @@ class FeedSummary:
     events: Counter[str] = field(default_factory=Counter)
     files: int = 0
     files_rejected: int = 0
+    files_skipped: int = 0
     dead_letters: int = 0
     http_posted: int = 0
     http_duplicates: int = 0
@@ -70,6 +71,7 @@ def feed(
                 done = connector.run_once()
                 summary.files += done.files_done
                 summary.files_rejected += done.files_rejected
+                summary.files_skipped += done.files_skipped
                 summary.dead_letters += done.dead_letters
                 summary.events[connector_id] += done.events
             else:

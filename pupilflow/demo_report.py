@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,21 @@ def wait_for_decisions(
         if landed >= len(wanted) or time.monotonic() > deadline:
             return int(landed)
         time.sleep(interval)
+
+
+def wait_for_dead_letters(client: Any, since: datetime, expected: int, timeout: float) -> int:
+    """Poll ClickHouse until the dead letters received since `since` reach `expected` (or `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = int(
+            client.query(
+                "SELECT count() FROM dead_letters FINAL WHERE received_at >= {t:DateTime64(3, 'UTC')}",
+                parameters={"t": since},
+            ).result_rows[0][0]
+        )
+        if found >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def _judge(decisions: Iterable[tuple[str, str, list[str], str]], truth: list[Injected]) -> Outcome:

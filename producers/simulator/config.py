@@ -30,6 +30,8 @@ class SimConfig:
     http_connector: str = "simulator"
     rate: float | None = None
     keep_intended: bool = False
+    malformed_rate: float = 0.0
+    """Share of CSV exports that carry one malformed record (a garbled time), listed in `malformed.jsonl`."""
 
     @property
     def day_count(self) -> int:
@@ -54,6 +56,7 @@ class SimRun:
     ground_truth: Path
     summary: Path
     arrivals: Path
+    malformed: Path
     files: list[Path] = field(default_factory=list)
     events_by_connector: Counter[str] = field(default_factory=Counter)
     events_by_kind: Counter[str] = field(default_factory=Counter)

@@ -34,6 +34,7 @@ def simulate(cfg: SimConfig) -> SimRun:
         ground_truth=out / "ground_truth.jsonl",
         summary=out / "summary.json",
         arrivals=out / "arrivals.jsonl",
+        malformed=out / "malformed.jsonl",
     )
     http_lines: list[bytes] = []
     truth: list[dict[str, Any]] = []
@@ -90,6 +91,7 @@ def simulate(cfg: SimConfig) -> SimRun:
     write_atomically(run.http_events, b"".join(http_lines))
     write_atomically(run.ground_truth, jsonl(truth))
     write_atomically(run.arrivals, jsonl(arrivals))
+    write_atomically(run.malformed, jsonl(story.malformed))
     run.eligible = Counter(story.inj.eligible)
     run.injected = Counter(t["reason"] for t in truth)
     summary = {
@@ -98,6 +100,7 @@ def simulate(cfg: SimConfig) -> SimRun:
         "days": cfg.day_count,
         "pupils": {"hawthorn-primary": cfg.pupils_hawthorn, "rose-valley": cfg.pupils_rose_valley},
         "violation_rate": cfg.violation_rate,
+        "malformed_records": len(story.malformed),
         "cover_all_codes": cfg.cover_all_codes,
         "events": sum(run.events_by_connector.values()),
         "flows": flows,

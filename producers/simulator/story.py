@@ -76,6 +76,10 @@ TTRS = ["forename", "surname", "class", "upn", "username", "assessment_results"]
 MILK = ["forename", "surname", "dob", "class", "school"]
 
 
+TIME_COLUMNS = ("submitted_at", "timestamp", "time", "exported_at")
+"""The time column of each CSV export the simulator writes (the one a malformed record garbles)."""
+
+
 class Story:
     """Builds every drop of the run (files and HTTP events) and the injected violations inside them."""
 
@@ -97,6 +101,9 @@ class Story:
         self.maps = maps
         self.inj = Injector(random.Random(f"pupilflow-sim:{cfg.seed}:inject"), cfg.violation_rate, cfg.cover_all_codes)
         self.drops: list[Drop] = []
+        # Its own stream, so asking for malformed records never changes the rest of a seed's year.
+        self._garble = random.Random(f"pupilflow-sim:{cfg.seed}:malformed")
+        self.malformed: list[dict[str, Any]] = []
         self._ids = 0
         self._files = 0
         # Parents' marketing opt-ins: contact id -> (opted in on, opted out on).
@@ -119,7 +126,17 @@ class Story:
 
     def _file(self, at: datetime, file: CsvFile, marks: list[Mark]) -> None:
         if file.rows:
+            if self.cfg.malformed_rate and self._garble.random() < self.cfg.malformed_rate:
+                self._malform(file)
             self.drops.append(FileDrop(utc(at), file.connector, file.name, file.render(), file.intended, marks))
+
+    def _malform(self, file: CsvFile) -> None:
+        """Append a copy of one row with its time garbled: a record the connector must dead-letter."""
+        column = next(c for c in file.header if c in TIME_COLUMNS)
+        row = dict(zip(file.header, file.rows[self._garble.randrange(len(file.rows))], strict=True))
+        row[column] = "31/09/2025 25:61"
+        record = file.add(row, ())
+        self.malformed.append({"connector": file.connector, "file": file.name, "record": record, "column": column})
 
     def _name(self, day: date, what: str, ext: str = "csv") -> str:
         self._files += 1
@@ -375,7 +392,8 @@ class Story:
                 else:
                     ids = [*ids, self.rng.choice(leavers).id]
             self._files += 1
-            record = self.fmt.sync_row(file, when, supplier, ids, fields, f"sync-{self._files}")
+            # The seed in the MIS's run id keeps two seeds' exports apart (a connector skips a file it has seen).
+            record = self.fmt.sync_row(file, when, supplier, ids, fields, f"sync-{self.cfg.seed}-{self._files}")
             if pick is not None:
                 marks.append(Mark(pick, record))
         self._file(at_london(day, 23), file, marks)

@@ -27,6 +27,7 @@ from pupilflow.demo_report import (
     ground_truth,
     pipeline_outcome,
     render,
+    wait_for_dead_letters,
     wait_for_decisions,
 )
 from pupilflow.topics import ensure_topics
@@ -44,6 +45,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--pupils", type=int, default=300, help="pupils across both schools (default 300)")
     parser.add_argument("--seed", type=int, default=None, help="simulator seed (default: a new one each run)")
     parser.add_argument("--violation-rate", type=float, default=0.05, help="share of eligible flows to break")
+    parser.add_argument(
+        "--malformed-rate", type=float, default=0.1, help="share of CSV exports given a malformed record (default 0.1)"
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for decisions in ClickHouse")
     parser.set_defaults(func=run)
 
@@ -93,6 +97,7 @@ def _simulate_and_report(args: argparse.Namespace, settings: Settings, client: A
         pupils_hawthorn=hawthorn,
         pupils_rose_valley=max(1, args.pupils - hawthorn),
         violation_rate=args.violation_rate,
+        malformed_rate=args.malformed_rate,
         outbox=staging,
         policy_dir=settings.policy_dir,
         keep_intended=True,
@@ -115,21 +120,24 @@ def _simulate_and_report(args: argparse.Namespace, settings: Settings, client: A
     say(
         f"delivered {sum(fed.events.values())} events: "
         + ", ".join(f"{connector} {n}" for connector, n in sorted(fed.events.items()))
-        + f"; {fed.files} files, {fed.files_rejected} refused, {fed.dead_letters} records dead-lettered"
+        + f"; {fed.files} files, {fed.files_rejected} refused, {fed.files_skipped} delivered before"
+        + f", {fed.dead_letters} records dead-lettered"
     )
 
     decided = wait_for_decisions(client, ids, args.timeout, say)
     pipeline = pipeline_outcome(client, ids, truth)
-    dead = client.query(
-        "SELECT count() FROM dead_letters FINAL WHERE received_at >= {t:DateTime64(3, 'UTC')}",
-        parameters={"t": started},
-    ).result_rows[0][0]
+    malformed = sum(1 for line in sim.malformed.read_text(encoding="utf-8").splitlines() if line.strip())
+    dead = wait_for_dead_letters(client, started, malformed, timeout=30)
 
     print(f"\nseed {seed}: {args.days} days, {args.pupils} pupils; run files in {run_dir}")
     print(
         f"events delivered: {sum(fed.events.values())} "
         f"({', '.join(f'{c} {n}' for c, n in sorted(fed.events.items()))}); "
-        f"flows: {len(ids)}, decided in ClickHouse: {decided}; dead letters in ClickHouse from this run: {dead}"
+        f"flows: {len(ids)}, decided in ClickHouse: {decided}"
+    )
+    print(
+        f"dead letters in ClickHouse from this run: {dead} "
+        f"({malformed} malformed records injected; {fed.dead_letters} refused by the connectors)"
     )
     print()
     print(render("pipeline (ClickHouse)", pipeline, truth))

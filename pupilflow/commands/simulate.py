@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--days", type=int, default=None, help="days to simulate (default: to the end of term)")
     parser.add_argument("--pupils", type=int, default=None, help="pupils in all (split 2:3 Hawthorn:Rose Valley)")
     parser.add_argument("--violation-rate", type=float, default=0.05, help="share of eligible flows to break")
+    parser.add_argument(
+        "--malformed-rate", type=float, default=0.0, help="share of CSV exports given one malformed record"
+    )
     parser.add_argument("--no-cover-all", action="store_true", help="do not force one injection per reason code")
     parser.add_argument("--policy", type=Path, default=None, help="policy directory (default: settings.policy_dir)")
     parser.add_argument("--ingest-url", default=None, help="POST the HTTP events to this ingest API")
@@ -48,6 +51,7 @@ def config_from(args: argparse.Namespace, settings: Settings) -> SimConfig:
         seed=args.seed,
         days=args.days,
         violation_rate=args.violation_rate,
+        malformed_rate=args.malformed_rate,
         cover_all_codes=not args.no_cover_all,
         outbox=args.outbox,
         policy_dir=args.policy or settings.policy_dir,

@@ -149,7 +149,7 @@ def test_bad_rows_and_lines_are_dead_lettered_with_their_reason_and_the_good_one
     assert reasons.pop((csv_topic, 7)).startswith("subjects.0.id: String should match pattern")
     assert reasons == {
         (csv_topic, 2): "no pupils synced",
-        (csv_topic, 3): "time 'yesterday' is not ISO 8601",
+        (csv_topic, 3): "timestamp 'yesterday' is not ISO 8601",
         (csv_topic, 4): "has 3 fields, the header has 4",
         (csv_topic, 5): "no fields synced",
         (csv_topic, 6): "no supplier",
@@ -158,7 +158,7 @@ def test_bad_rows_and_lines_are_dead_lettered_with_their_reason_and_the_good_one
         (jsonl_topic, 4): "missing key(s) pupils",
         (jsonl_topic, 5): "pupils and fields must be arrays of strings",
         (jsonl_topic, 6): "no pupils synced",
-        (jsonl_topic, 7): "time '01/09/2026 02:00' is not ISO 8601",
+        (jsonl_topic, 7): "timestamp '01/09/2026 02:00' is not ISO 8601",
         (jsonl_topic, 8): "not UTF-8 at byte 52 of the line",
     }
     assert all(letter["stage"] == "connector" for letter in letters)

@@ -171,10 +171,13 @@ def test_prometheus_loads_the_rules_and_scrapes_worker_and_sink(
     assert f"127.0.0.1:{settings.alertmanager_port}" in body
 
 
+DEMO_ARGS = ("--days", "6", "--pupils", "120", "--seed", "4242", "--malformed-rate", "0.5")
+
+
 def test_demo_runs_a_simulated_term_through_the_connectors(first_up: stack.StackReport, settings: Settings) -> None:
     """The README's first command: simulated files and webhooks reach ClickHouse, and the summary adds up."""
     done = subprocess.run(
-        [sys.executable, "-m", "pupilflow.cli", "demo", "--days", "6", "--pupils", "120", "--seed", "4242"],
+        [sys.executable, "-m", "pupilflow.cli", "demo", *DEMO_ARGS],
         env=settings_env(settings),
         capture_output=True,
         text=True,
@@ -193,8 +196,16 @@ def test_demo_runs_a_simulated_term_through_the_connectors(first_up: stack.Stack
     assert caught, out
     injected = int(caught[0][1])
     assert injected > 0
-    # The policy engine over what reached Kafka catches every injected violation.
+    # The policy engine over what reached Kafka judges every flow and catches every injected violation.
     assert caught[-1] == (str(injected), str(injected)), out
+    engine = re.search(r"policy engine \(offline, same events\): (\d+) flows decided", out)
+    assert engine is not None, out
+    assert engine[1] == delivered[1], out
+    # Every malformed record the simulator wrote reached the dead-letter table, and nothing else did.
+    dead = re.search(r"dead letters in ClickHouse from this run: (\d+) \((\d+) malformed records injected", out)
+    assert dead is not None, out
+    assert int(dead[2]) > 0
+    assert dead[1] == dead[2], out
 
 
 def test_down_stops_every_process_of_ours(first_up: stack.StackReport, settings: Settings) -> None:

@@ -158,11 +158,15 @@ def test_labels_map_to_categories_and_a_missing_or_unknown_label_is_unclassified
     assert record.drafts == (flow(unknown("gmail.com"), [UPN1], categories),)
 
 
-def test_a_label_that_means_no_personal_data_is_no_flow_whatever_else_the_row_says(
-    fmt: MailTraceFormat, tmp_path: Path
-) -> None:
-    [record] = read(fmt, tmp_path, message("x@gmail.com", label="public", time="whenever"))
+def test_a_label_that_means_no_personal_data_is_no_flow(fmt: MailTraceFormat, tmp_path: Path) -> None:
+    [record] = read(fmt, tmp_path, message("x@gmail.com", label="public"))
     assert (record.error, record.drafts) == (None, ())
+
+
+def test_a_broken_time_is_an_error_even_on_mail_that_is_no_flow(fmt: MailTraceFormat, tmp_path: Path) -> None:
+    [record] = read(fmt, tmp_path, message("x@gmail.com", label="public", time="whenever"))
+    assert record.error == "time 'whenever' is not ISO 8601"
+    assert record.drafts == ()
 
 
 def test_subjects_are_the_pupil_ids_in_the_subject_and_attachment_names(fmt: MailTraceFormat, tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ def test_bad_csv_rows_are_error_records_with_their_reason_and_the_rest_is_read(
     records = read(fmt, path)
     assert [(r.line, r.error) for r in records] == [
         (1, "no pupils synced"),
-        (2, "time 'yesterday' is not ISO 8601"),
+        (2, "timestamp 'yesterday' is not ISO 8601"),
         (3, "has 3 fields, the header has 5"),
         (4, "no fields synced"),
         (5, "no supplier"),
@@ -266,7 +266,7 @@ def test_bad_json_lines_are_error_records_with_their_reason(fmt: SyncLogFormat, 
         (5, "timestamp and supplier must be strings"),
         (6, "no pupils synced"),
         (7, "no fields synced"),
-        (8, "time '01/09/2026' is not ISO 8601"),
+        (8, "timestamp '01/09/2026' is not ISO 8601"),
         (9, "not UTF-8 at byte 52 of the line"),
     ]
     assert records[0].raw == good[:-1]
