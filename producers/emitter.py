@@ -45,7 +45,9 @@ class Emitter:
                 enable_idempotence=True,
                 retries=2**31 - 1,
                 linger_ms=linger_ms,
-                # JSON events compress about 5:1; gzip needs no native library on any platform.
+                # JSON events compress about 5:1, and fewer bytes on loopback more than paid for the CPU: measured
+                # with bench/emitter.py, gzip gave 10.5-12k events/s where no compression gave 4.6-5.1k.
+                # gzip needs no native library on any platform.
                 compression_type=compression_type,
                 batch_size=256 * 1024,
                 max_in_flight_requests_per_connection=5,
