@@ -356,6 +356,11 @@ class _Flow:
         return age_on(birth, london_date(micros))
 
 
+def _on_plan(shape: _Shape, fields: dict[str, Any], subjects: list[Subject]) -> bool:
+    # The single-subject plan covers simple shapes of one subject whose data has no age of its own.
+    return shape.simple and len(subjects) == 1 and fields["data_recorded_at"] is None
+
+
 def evaluate(
     flow: DataFlow,
     state: State,
@@ -371,7 +376,7 @@ def evaluate(
     fields = flow.__dict__
     subjects = fields["subjects"]
     shape = _shape_for(flow, fields, subjects, state, policy.index)
-    if shape.simple and len(subjects) == 1 and fields["data_recorded_at"] is None:
+    if _on_plan(shape, fields, subjects):
         return _evaluate_one(flow, fields, subjects[0], shape, state, policy, decided_at, supersedes, revision)
     return _evaluate_any(flow, state, policy, shape, decided_at, supersedes, revision)
 
@@ -389,7 +394,7 @@ def decide_json(
     fields = flow.__dict__
     subjects = fields["subjects"]
     shape = _shape_for(flow, fields, subjects, state, policy.index)
-    if not (shape.simple and len(subjects) == 1 and fields["data_recorded_at"] is None):
+    if not _on_plan(shape, fields, subjects):
         return _evaluate_any(flow, state, policy, shape, decided_at, supersedes, revision).to_json_bytes()
     subject = subjects[0]
     t, day_text, codes, rules, facts = _judge_one(flow, fields, subject, shape, state, policy)
