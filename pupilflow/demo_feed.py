@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,25 +75,13 @@ def feed(
                 summary.events[connector_id] += done.events
             else:
                 first, last = arrival["lines"]
-                posted = _post(http_lines[first:last], ingest_url, token)
-                summary.http_posted += posted[0]
-                summary.http_duplicates += posted[1]
-                summary.events[connector_id] += posted[0] - posted[1]
+                posted = post_events(http_lines[first:last], ingest_url, token)
+                summary.http_posted += posted.sent
+                summary.http_duplicates += posted.duplicates
+                summary.events[connector_id] += posted.sent - posted.duplicates
             if number % 10 == 0 or number == len(arrivals):
                 progress(f"fed {number}/{len(arrivals)} arrivals: {sum(summary.events.values())} events so far")
     finally:
         for connector in connectors.values():
             connector.close()
     return summary
-
-
-def _post(lines: list[bytes], url: str, token: str) -> tuple[int, int]:
-    """POST some JSON lines through the simulator's poster; (sent, duplicates)."""
-    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as handle:
-        handle.writelines(lines)
-        path = Path(handle.name)
-    try:
-        posted = post_events(path, url, token)
-    finally:
-        path.unlink(missing_ok=True)
-    return posted.sent, posted.duplicates

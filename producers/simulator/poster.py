@@ -6,7 +6,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,21 +43,28 @@ def urllib_send(url: str, body: bytes, headers: dict[str, str], timeout: float) 
         return int(exc.code), bytes(exc.read())
 
 
-def _batches(path: Path, size: int) -> Iterator[list[bytes]]:
+def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
     batch: list[bytes] = []
-    with path.open("rb") as handle:
-        for line in handle:
-            if line.strip():
-                batch.append(line.strip())
-                if len(batch) >= size:
-                    yield batch
-                    batch = []
+    for line in lines:
+        if line.strip():
+            batch.append(line.strip())
+            if len(batch) >= size:
+                yield batch
+                batch = []
     if batch:
         yield batch
 
 
+def _lines(source: Path | Iterable[bytes]) -> Iterator[bytes]:
+    if isinstance(source, Path):
+        with source.open("rb") as handle:
+            yield from handle
+    else:
+        yield from source
+
+
 def post_events(
-    path: Path,
+    source: Path | Iterable[bytes],
     url: str,
     token: str,
     *,
@@ -69,7 +76,7 @@ def post_events(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> PostSummary:
-    """POST `path`'s JSON lines to `<url>/v1/events/batch` as `{"events": [...]}` with a bearer token.
+    """POST JSON lines (a file, or the lines) to `<url>/v1/events/batch` as `{"events": [...]}` with a token.
 
     A 503 (Kafka not reachable yet) is retried with backoff; a 202 counts its `accepted` and `duplicates`;
     anything else raises `PostError` with the API's answer. With `rate` (events/s), sending is paced so that
@@ -81,7 +88,7 @@ def post_events(
     started = clock()
     if rate is not None and rate > 0:
         batch_size = max(1, min(batch_size, int(rate)))  # a batch never carries more than a second's worth
-    for batch in _batches(path, batch_size):
+    for batch in _batches(_lines(source), batch_size):
         if rate is not None and rate > 0:
             due = started + summary.sent / rate
             wait = due - clock()
