@@ -25,6 +25,9 @@ def topic_specs(settings: Settings, replication_factor: int = 1) -> list[NewTopi
         NewTopic(t.dlq, 1, replication_factor, topic_configs=_LONG_RETENTION),
         # One partition: a connector reads every checkpoint back at start; compaction keeps the latest each.
         NewTopic(t.checkpoints, 1, replication_factor, topic_configs={"cleanup.policy": "compact"}),
+        # The worker's state, partitioned like the flows and facts it was built from; compaction keeps the latest.
+        NewTopic(t.changelog, t.partitions, replication_factor, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(t.chain_heads, 1, replication_factor, topic_configs={"cleanup.policy": "compact"}),
     ]
 
 

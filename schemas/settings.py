@@ -24,6 +24,14 @@ class Topics(BaseSettings):
         default="pupilflow.connector-checkpoints",
         description="Compacted: each file connector's checkpoint, written in the transaction of its events.",
     )
+    changelog: str = Field(
+        default="pupilflow.worker-changelog",
+        description="Compacted: the stream worker's per-subject and per-recipient state, keyed like the flows.",
+    )
+    chain_heads: str = Field(
+        default="pupilflow.chain-heads",
+        description="Compacted: the audit sink's hash-chain head per decisions partition, kept outside ClickHouse.",
+    )
     partitions: int = Field(default=4, ge=1)
 
 
