@@ -1,44 +1,106 @@
-"""The audit sink: Kafka decisions and dead letters → batched, idempotent ClickHouse inserts.
+"""The audit sink: Kafka decisions, facts and dead letters → batched, idempotent ClickHouse inserts.
 
-Offsets are committed only after a batch is in ClickHouse, so a crash re-delivers at most the last batch;
-`decisions` and `dead_letters` are ReplacingMergeTree tables keyed by decision id / source offset, so a
-re-delivered row replaces itself instead of counting twice. While ClickHouse is down the sink retries with
-backoff and stops polling Kafka (back-pressure) rather than buffering without bound.
+Offsets are committed only after every table of a batch is in ClickHouse and the batch's chain heads are
+checkpointed, so a crash re-delivers at most the last batch. Each table is a ReplacingMergeTree keyed so that
+a re-delivered message rebuilds exactly the rows it built before (the chain included: a partition's chain is
+recovered from the row before the first re-delivered offset), and they replace themselves instead of counting
+twice. While ClickHouse is down the sink retries with capped backoff and stops polling Kafka (back-pressure)
+rather than buffering without bound.
+
+A decision already in the trail at another offset (a worker that sent it twice) is skipped, within a window of
+recent decision ids: `decisions` keeps one row per decision id, and chaining the copy would leave a hole in
+the chain once ClickHouse merged the two rows.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from kafka import ConsumerRebalanceListener
 from pydantic import ValidationError
 
 from schemas.decisions import DeadLetter, Decision
+from schemas.events import DataFlow, parse_event
 from schemas.settings import Topics
-from sinks.metrics import SinkMetrics
-from sinks.rows import DEAD_LETTER_COLUMNS, DECISION_COLUMNS, dead_letter_row, decision_row
+from sinks.chain import Chain, Head
+from sinks.metrics import TABLES, SinkMetrics
+from sinks.rows import (
+    CHAINED_DECISION_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    DISCLOSURE_COLUMNS,
+    FACT_COLUMNS,
+    VIOLATION_COLUMNS,
+    dead_letter_row,
+    decision_row,
+    disclosure_rows,
+    fact_row,
+    violation_row,
+)
 
 log = logging.getLogger(__name__)
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "decisions": CHAINED_DECISION_COLUMNS,
+    "disclosures": DISCLOSURE_COLUMNS,
+    "violations": VIOLATION_COLUMNS,
+    "facts": FACT_COLUMNS,
+    "dead_letters": DEAD_LETTER_COLUMNS,
+}
+
+DUPLICATE_WINDOW = 200_000
+"""How many recent decision ids the sink remembers to recognise a decision sent twice."""
+
+_RECOVER_CHAIN = """
+SELECT max(kafka_offset), argMax(row_hash, kafka_offset), uniqExact(kafka_offset)
+FROM decisions
+WHERE kafka_partition = {partition:UInt32} AND kafka_offset < {offset:UInt64} AND row_hash != ''
+"""
+
+_RECENT_IDS = """
+SELECT decision_id, kafka_offset
+FROM decisions
+WHERE kafka_partition = {partition:UInt32} AND row_hash != ''
+ORDER BY kafka_offset DESC
+LIMIT {limit:UInt32}
+"""
+
+
+class HeadSink(Protocol):
+    """Where chain heads are checkpointed after each batch (`sinks.heads.HeadCheckpoints`)."""
+
+    def publish(self, heads: list[Head]) -> None:
+        """Checkpoint `heads`, raising when they were not taken."""
+
+
+class _StopRequestedError(Exception):
+    """Asked to stop while waiting for ClickHouse in the middle of reading a batch."""
 
 
 @dataclass
 class Batch:
-    """Rows read from Kafka and not yet in ClickHouse."""
+    """Rows read from Kafka and not yet in ClickHouse, and the chain heads they reach."""
 
-    decisions: list[list[object]] = field(default_factory=list)
-    dead_letters: list[list[object]] = field(default_factory=list)
+    rows: dict[str, list[list[object]]] = field(default_factory=lambda: {table: [] for table in TABLES})
+    heads: dict[int, Head] = field(default_factory=dict)
+    messages: int = 0
     started: float | None = None
 
     def __len__(self) -> int:
-        return len(self.decisions) + len(self.dead_letters)
+        return self.messages
+
+    def largest(self) -> int:
+        """Rows of the fullest table: what the batch limit bounds."""
+        return max(len(rows) for rows in self.rows.values())
 
 
 class AuditSink:
-    """Consumes the decisions and dead-letter topics and lands them in ClickHouse in batches."""
+    """Consumes decisions, facts and dead letters and lands them in ClickHouse in batches."""
 
     def __init__(
         self,
@@ -47,34 +109,50 @@ class AuditSink:
         topics: Topics,
         metrics: SinkMetrics,
         *,
+        heads: HeadSink | None = None,
         max_rows: int = 10_000,
         max_seconds: float = 1.0,
         max_backoff_seconds: float = 30.0,
+        duplicate_window: int = DUPLICATE_WINDOW,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """A sink reading through `consumer` (subscribed with `rebalance_listener()`) into `client`."""
         self._consumer = consumer
         self._client = client
         self._topics = topics
         self._metrics = metrics
+        self._heads = heads
         self._max_rows = max_rows
         self._max_seconds = max_seconds
         self._max_backoff = max_backoff_seconds
+        self._window = duplicate_window
         self._clock = clock
         self._sleep = sleep
         self._batch = Batch()
+        self._chains: dict[int, Chain] = {}
+        self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._should_stop: Callable[[], bool] = lambda: False
+
+    def rebalance_listener(self) -> ConsumerRebalanceListener:
+        """Flushes the batch before partitions are taken away, and forgets chains it may no longer own."""
+        return _Rebalance(self)
 
     def run(self, should_stop: Callable[[], bool]) -> None:
-        """Poll, batch and flush until `should_stop()`; then flush what is left and return."""
-        while not should_stop():
-            self.poll_once()
-            if self._due():
-                self.flush(should_stop)
-        self.flush(lambda: False)
+        """Poll, batch and flush until `should_stop()`; then try once to flush what is left, and return."""
+        self._should_stop = should_stop
+        try:
+            while not should_stop():
+                self.poll_once()
+                if self._due():
+                    self.flush(should_stop)
+            self.flush(lambda: True)
+        except _StopRequestedError:
+            log.error("stopped while ClickHouse was unavailable; %d messages stay uncommitted", len(self._batch))
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Read what Kafka has (up to the batch limit) into the batch; returns the number of messages."""
-        room = max(1, self._max_rows - len(self._batch))
+        room = max(1, self._max_rows - self._batch.largest())
         records = self._consumer.poll(timeout_ms=timeout_ms, max_records=room)
         count = 0
         for batch in records.values():
@@ -84,68 +162,143 @@ class AuditSink:
         return count
 
     def add(self, record: Any) -> None:
-        """Turn one Kafka record into a row of the right table (unreadable ones become dead letters)."""
+        """Turn one Kafka record into rows of the right tables (unreadable ones become dead letters)."""
         if self._batch.started is None:
             self._batch.started = self._clock()
-        raw = record.value.decode("utf-8", "backslashreplace")
+        self._batch.messages += 1
+        value: bytes = record.value or b""
+        raw = value.decode("utf-8", "backslashreplace")
         try:
             if record.topic == self._topics.dlq:
-                self._batch.dead_letters.append(dead_letter_row(DeadLetter.model_validate_json(record.value)))
+                self._batch.rows["dead_letters"].append(dead_letter_row(DeadLetter.model_validate_json(value)))
+            elif record.topic == self._topics.facts:
+                fact = parse_event(value)
+                if isinstance(fact, DataFlow):
+                    self._reject(record, raw, "sink could not read message: a data flow on the facts topic")
+                    return
+                self._batch.rows["facts"].append(fact_row(fact, raw, record.partition, record.offset))
             else:
-                decision = Decision.model_validate_json(record.value)
-                self._batch.decisions.append(decision_row(decision, raw, record.partition, record.offset))
+                self._add_decision(Decision.model_validate_json(value), raw, record.partition, record.offset)
         except ValidationError as exc:
-            self._metrics.rejected.inc()
-            letter = DeadLetter(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key.decode("utf-8", "backslashreplace") if record.key else None,
-                raw=raw,
-                error=f"sink could not read message: {exc.errors(include_url=False)[:3]}",
-                received_at=datetime.now(UTC),
-                stage="sink",
-            )
-            self._batch.dead_letters.append(dead_letter_row(letter))
+            self._reject(record, raw, f"sink could not read message: {exc.errors(include_url=False)[:3]}")
+
+    def _add_decision(self, decision: Decision, raw: str, partition: int, offset: int) -> None:
+        chain = self._chain(partition, offset)
+        if offset <= chain.offset:
+            return  # already chained by this process: in ClickHouse or in this batch
+        where = self._seen.get(decision.decision_id)
+        if where is not None and where != (partition, offset):
+            self._metrics.duplicates.inc()
+            log.info("decision %s at %d/%d: already at %d/%d", decision.decision_id, partition, offset, *where)
+            return
+        self._remember(decision.decision_id, (partition, offset))
+        rows = self._batch.rows
+        rows["decisions"].append(chain.extend(decision_row(decision, raw, partition, offset)))
+        rows["disclosures"].extend(disclosure_rows(decision))
+        violation = violation_row(decision)
+        if violation is not None:
+            rows["violations"].append(violation)
+        self._batch.heads[partition] = chain.head()
+
+    def _reject(self, record: Any, raw: str, error: str) -> None:
+        self._metrics.rejected.inc()
+        letter = DeadLetter(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key.decode("utf-8", "backslashreplace") if record.key else None,
+            raw=raw,
+            error=error,
+            received_at=datetime.now(UTC),
+            stage="sink",
+        )
+        self._batch.rows["dead_letters"].append(dead_letter_row(letter))
+
+    def _remember(self, decision_id: str, where: tuple[int, int]) -> None:
+        self._seen[decision_id] = where
+        self._seen.move_to_end(decision_id)
+        while len(self._seen) > self._window:
+            self._seen.popitem(last=False)
+
+    def _chain(self, partition: int, offset: int) -> Chain:
+        """The partition's chain, recovered from ClickHouse the first time the partition is seen."""
+        chain = self._chains.get(partition)
+        if chain is None:
+            found: list[Chain] = []
+            if not self._retrying(lambda: found.append(self._recover(partition, offset)), self._should_stop):
+                raise _StopRequestedError
+            chain = self._chains[partition] = found[0]
+        return chain
+
+    def _recover(self, partition: int, offset: int) -> Chain:
+        # The row before the first offset to come: a batch re-delivered after a crash rebuilds identical rows.
+        params = {"partition": partition, "offset": offset}
+        last_offset, last_hash, rows = self._client.query(_RECOVER_CHAIN, parameters=params).result_rows[0]
+        chain = Chain(partition, last_hash, int(rows), int(last_offset)) if rows else Chain(partition)
+        recent = self._client.query(_RECENT_IDS, parameters={"partition": partition, "limit": self._window})
+        for decision_id, at in reversed(recent.result_rows):
+            self._remember(decision_id, (partition, int(at)))
+        log.info("partition %d: chain continues from offset %d (%d rows)", partition, chain.offset, chain.rows)
+        return chain
 
     def _due(self) -> bool:
         if not self._batch:
             return False
         started = self._batch.started if self._batch.started is not None else self._clock()
-        return len(self._batch) >= self._max_rows or self._clock() - started >= self._max_seconds
+        return self._batch.largest() >= self._max_rows or self._clock() - started >= self._max_seconds
 
     def flush(self, should_stop: Callable[[], bool]) -> bool:
-        """Insert the batch (retrying with backoff while ClickHouse fails), then commit offsets."""
+        """Insert the batch and checkpoint its heads (retrying with backoff on failure), then commit offsets."""
         if not self._batch:
             return True
-        backoff = 0.5
-        while True:
-            try:
-                self._insert()
-                break
-            except Exception as exc:  # any transport or server error: keep the batch, retry later
-                if should_stop():
-                    log.error("ClickHouse unavailable at shutdown; %d rows stay uncommitted in Kafka", len(self._batch))
-                    return False
-                self._metrics.retries.inc()
-                log.warning("ClickHouse insert failed (%s); retrying in %.1fs", exc, backoff)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+        if not self._retrying(self._write, should_stop):
+            log.error("ClickHouse unavailable at shutdown; %d messages stay uncommitted in Kafka", len(self._batch))
+            return False
         self._consumer.commit()
         self._batch = Batch()
         return True
 
-    def _insert(self) -> None:
-        started = time.perf_counter()
-        tables = (
-            ("decisions", self._batch.decisions, DECISION_COLUMNS),
-            ("dead_letters", self._batch.dead_letters, DEAD_LETTER_COLUMNS),
-        )
-        for table, rows, columns in tables:
+    def _retrying(self, action: Callable[[], None], should_stop: Callable[[], bool]) -> bool:
+        backoff = 0.5
+        while True:
+            try:
+                action()
+                return True
+            except Exception as exc:  # any transport or server error: keep the batch, retry later
+                if should_stop():
+                    return False
+                self._metrics.retries.inc()
+                log.warning("audit store unavailable (%s); retrying in %.1fs", exc, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+
+    def _write(self) -> None:
+        timings = []
+        for table in TABLES:
+            rows = self._batch.rows[table]
             if rows:
-                self._client.insert(table, rows, column_names=list(columns))
+                started = time.perf_counter()
+                self._client.insert(table, rows, column_names=list(COLUMNS[table]))
+                timings.append((table, len(rows), time.perf_counter() - started))
+        if self._heads is not None and self._batch.heads:
+            self._heads.publish(list(self._batch.heads.values()))
         # Counted only once the whole batch is in, so a retried batch is never counted twice.
-        for table, rows, _ in tables:
-            self._metrics.rows.labels(table=table).inc(len(rows))
-        self._metrics.batch_rows.observe(len(self._batch))
-        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        for table, count, seconds in timings:
+            series = self._metrics.table[table]
+            series.rows.inc(count)
+            series.batch_rows.observe(count)
+            series.batch_seconds.observe(seconds)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sink: AuditSink) -> None:
+        self._sink = sink
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        # Rows of a partition read here must be committed here: its next owner recovers the chain from ClickHouse.
+        self._sink.flush(self._sink._should_stop)
+        self._sink._chains.clear()
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        # Another sink may have extended these chains meanwhile.
+        self._sink._chains.clear()

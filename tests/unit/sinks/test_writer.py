@@ -1,5 +1,5 @@
-"""The audit sink's batching, commit-after-insert, retry and bad-message handling (fakes for Kafka and ClickHouse;
-the real thing is exercised in tests/integration)."""
+"""The audit sink's batching, commit-after-insert, retry, chaining and bad-message handling (fakes for Kafka and
+ClickHouse; the real thing is exercised in tests/integration)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.decisions import DeadLetter, Decision
+from schemas.decisions import DeadLetter, Decision, SubjectVerdict
+from schemas.events import (
+    Actor,
+    ConsentGiven,
+    ConsentScope,
+    NoticeVersionPublished,
+    SharingAgreement,
+    Source,
+    Subject,
+)
 from schemas.settings import Topics
+from sinks.chain import GENESIS, Head, link_hash
 from sinks.metrics import SinkMetrics
+from sinks.rows import CHAINED_DECISION_COLUMNS, DECISION_COLUMNS
 from sinks.writer import AuditSink
 
 TOPICS = Topics()
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+OFFSET = CHAINED_DECISION_COLUMNS.index("kafka_offset")
+PARTITION = CHAINED_DECISION_COLUMNS.index("kafka_partition")
 
 
 @dataclass
@@ -25,17 +38,17 @@ class Record:
     value: bytes
 
 
-def decision(n: int) -> Decision:
+def decision(n: int, verdict: str = "allowed", subjects: tuple[str, ...] = ("P1",)) -> Decision:
     return Decision(
         decision_id=f"d{n}",
         flow_event_id=f"e{n}",
-        verdict="allowed",
-        reasons=[],
+        verdict=verdict,
+        reasons=["NO_CONSENT"] if verdict == "violation" else [],
         explanation="ok",
         recipient="dfe",
         purpose="census",
         categories=["identity"],
-        subject_ids=["P1"],
+        subject_ids=list(subjects),
         occurred_at=T0,
         decided_at=T0,
         emitted_at=T0,
@@ -43,6 +56,7 @@ def decision(n: int) -> Decision:
         source_sequence=n,
         policy_digest="x",
         notice_version="1.0",
+        disclosures=[SubjectVerdict(subject_id=s, verdict=verdict) for s in subjects],
     )
 
 
@@ -61,10 +75,18 @@ class FakeConsumer:
         self.commits += 1
 
 
+class Result:
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.result_rows = rows
+
+
 class FakeClient:
+    """Keeps inserted rows per table and answers the sink's two chain-recovery queries from them."""
+
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
         self.inserts: list[tuple[str, int]] = []
+        self.tables: dict[str, list[list[Any]]] = {}
 
     def insert(self, table: str, rows: list[Any], column_names: list[str]) -> None:
         if self.failures:
@@ -72,55 +94,186 @@ class FakeClient:
             raise ConnectionError("ClickHouse is down")
         assert all(len(row) == len(column_names) for row in rows)
         self.inserts.append((table, len(rows)))
+        self.tables.setdefault(table, []).extend(list(row) for row in rows)
+
+    def query(self, sql: str, parameters: dict[str, Any]) -> Result:
+        p = parameters["partition"]
+        rows = [r for r in self.tables.get("decisions", []) if r[PARTITION] == p and r[-1] != ""]
+        if "argMax" in sql:
+            before = [r for r in rows if r[OFFSET] < parameters["offset"]]
+            if not before:
+                return Result([(0, "", 0)])
+            last = max(before, key=lambda r: r[OFFSET])
+            return Result([(last[OFFSET], last[-1], len({r[OFFSET] for r in before}))])
+        rows.sort(key=lambda r: -r[OFFSET])
+        return Result([(r[0], r[OFFSET]) for r in rows[: parameters["limit"]]])
 
 
-def records(n: int) -> list[Record]:
-    return [Record(TOPICS.decisions, 0, i, b"P1", decision(i).model_dump_json().encode()) for i in range(n)]
+class FakeHeads:
+    def __init__(self) -> None:
+        self.published: list[list[Head]] = []
+
+    def publish(self, heads: list[Head]) -> None:
+        self.published.append(heads)
 
 
-def make_sink(consumer: FakeConsumer, client: FakeClient, **kwargs: Any) -> tuple[AuditSink, SinkMetrics, list[float]]:
+def records(n: int, start: int = 0, partition: int = 0, **kwargs: Any) -> list[Record]:
+    return [
+        Record(TOPICS.decisions, partition, i, b"P1", decision(i, **kwargs).model_dump_json().encode())
+        for i in range(start, start + n)
+    ]
+
+
+def make_sink(
+    consumer: FakeConsumer, client: FakeClient, **kwargs: Any
+) -> tuple[AuditSink, SinkMetrics, list[float], FakeHeads]:
     metrics = SinkMetrics()
     sleeps: list[float] = []
-    sink = AuditSink(consumer, client, TOPICS, metrics, sleep=sleeps.append, **kwargs)
-    return sink, metrics, sleeps
+    heads = FakeHeads()
+    sink = AuditSink(consumer, client, TOPICS, metrics, heads=heads, sleep=sleeps.append, **kwargs)
+    return sink, metrics, sleeps, heads
+
+
+def drain(sink: AuditSink, consumer: FakeConsumer) -> None:
+    polls = iter(range(1000))
+    sink.run(lambda: next(polls) >= 5 and not consumer.pending)
 
 
 def test_batches_are_bounded_by_max_rows_and_committed_after_insert() -> None:
     consumer, client = FakeConsumer(records(25)), FakeClient()
-    sink, metrics, _ = make_sink(consumer, client, max_rows=10, max_seconds=3600)
-    polls = iter(range(100))
-    sink.run(lambda: next(polls) >= 5 and not consumer.pending)
-    assert client.inserts == [("decisions", 10), ("decisions", 10), ("decisions", 5)]
+    sink, metrics, _, _ = make_sink(consumer, client, max_rows=10, max_seconds=3600)
+    drain(sink, consumer)
+    decisions = [n for table, n in client.inserts if table == "decisions"]
+    assert decisions == [10, 10, 5]
     assert consumer.commits == 3
     assert metrics.rows.labels(table="decisions")._value.get() == 25
+    assert metrics.rows.labels(table="disclosures")._value.get() == 25
 
 
 def test_a_failing_insert_is_retried_with_backoff_and_nothing_is_committed_before_it_succeeds() -> None:
     consumer, client = FakeConsumer(records(3)), FakeClient(failures=3)
-    sink, metrics, sleeps = make_sink(consumer, client, max_rows=10, max_seconds=0)
+    sink, metrics, sleeps, _ = make_sink(consumer, client, max_rows=10, max_seconds=0)
     sink.poll_once()
     assert sink.flush(lambda: False)
     assert sleeps == [0.5, 1.0, 2.0]
-    assert client.inserts == [("decisions", 3)]
+    assert ("decisions", 3) in client.inserts
     assert consumer.commits == 1
     assert metrics.retries._value.get() == 3
 
 
+def test_backoff_is_capped() -> None:
+    consumer, client = FakeConsumer(records(1)), FakeClient(failures=8)
+    sink, _, sleeps, _ = make_sink(consumer, client, max_seconds=0, max_backoff_seconds=4)
+    sink.poll_once()
+    assert sink.flush(lambda: False)
+    assert sleeps == [0.5, 1.0, 2.0, 4, 4, 4, 4, 4]
+
+
 def test_shutdown_while_clickhouse_is_down_commits_nothing() -> None:
     consumer, client = FakeConsumer(records(2)), FakeClient(failures=99)
-    sink, _, _ = make_sink(consumer, client)
+    sink, _, _, heads = make_sink(consumer, client)
     sink.poll_once()
     assert sink.flush(lambda: True) is False
     assert consumer.commits == 0
+    assert heads.published == []
 
 
-def test_unreadable_decision_becomes_a_dead_letter_row_not_a_crash() -> None:
+def test_unreadable_decision_and_fact_become_dead_letter_rows_not_a_crash() -> None:
     bad = Record(TOPICS.decisions, 1, 7, None, b'{"decision_id": "x"}')
+    bad_fact = Record(TOPICS.facts, 0, 3, b"P1", b'{"kind": "consent_given"}')
     letter = DeadLetter(topic="pupilflow.flows", partition=0, offset=3, key=None, raw="{", error="bad", received_at=T0)
     dlq = Record(TOPICS.dlq, 0, 0, None, letter.model_dump_json().encode())
-    consumer, client = FakeConsumer([bad, dlq, *records(1)]), FakeClient()
-    sink, metrics, _ = make_sink(consumer, client, max_rows=10, max_seconds=0)
+    consumer, client = FakeConsumer([bad, bad_fact, dlq, *records(1)]), FakeClient()
+    sink, metrics, _, _ = make_sink(consumer, client, max_rows=10, max_seconds=0)
     sink.poll_once()
     sink.flush(lambda: False)
-    assert sorted(client.inserts) == [("dead_letters", 2), ("decisions", 1)]
-    assert metrics.rejected._value.get() == 1
+    assert sorted(client.inserts) == [("dead_letters", 3), ("decisions", 1), ("disclosures", 1)]
+    stages = {row[0]: row[6] for row in client.tables["dead_letters"]}
+    assert stages == {TOPICS.decisions: "sink", TOPICS.facts: "sink", "pupilflow.flows": "validate"}
+    assert metrics.rejected._value.get() == 2
+
+
+def test_violations_and_disclosures_come_from_each_decision() -> None:
+    consumer, client = FakeConsumer(records(2, verdict="violation", subjects=("P1", "P2", "P3"))), FakeClient()
+    sink, _, _, _ = make_sink(consumer, client, max_seconds=0)
+    sink.poll_once()
+    sink.flush(lambda: False)
+    assert sorted(client.inserts) == [("decisions", 2), ("disclosures", 6), ("violations", 2)]
+
+
+def test_each_partition_is_its_own_chain_and_heads_are_checkpointed_before_the_commit() -> None:
+    consumer = FakeConsumer(records(3, partition=0) + records(2, start=10, partition=1))
+    client = FakeClient()
+    sink, _, _, heads = make_sink(consumer, client, max_seconds=0)
+    sink.poll_once()
+    sink.flush(lambda: False)
+    rows = client.tables["decisions"]
+    for partition in (0, 1):
+        chain = [r for r in rows if r[PARTITION] == partition]
+        prev = GENESIS
+        for row in chain:
+            assert row[-2] == prev
+            assert row[-1] == link_hash(prev, row[: len(DECISION_COLUMNS)])
+            prev = row[-1]
+    (published,) = heads.published
+    assert {h.partition: (h.offset, h.rows_in_chain) for h in published} == {0: (2, 3), 1: (11, 2)}
+
+
+def test_a_batch_redelivered_after_a_crash_before_the_commit_rebuilds_identical_rows() -> None:
+    client = FakeClient()
+    first, _, _, _ = make_sink(FakeConsumer(records(4)), client, max_seconds=0)
+    first.poll_once()
+    first.flush(lambda: False)
+    crashed, _, _, _ = make_sink(FakeConsumer(records(3, start=4)), client, max_seconds=0)
+    crashed.poll_once()
+    crashed.flush(lambda: False)  # inserted; pretend the commit never reached Kafka
+    before = [list(r) for r in client.tables["decisions"]]
+
+    again, _, _, heads = make_sink(FakeConsumer(records(3, start=4)), client, max_seconds=0)
+    again.poll_once()
+    again.flush(lambda: False)
+    redelivered = client.tables["decisions"][len(before) :]
+    assert redelivered == before[4:]
+    assert heads.published[-1][0] == Head(0, 6, before[-1][-1], 7)
+
+
+def test_a_decision_sent_twice_is_chained_once() -> None:
+    twice = records(3)
+    copy = Record(TOPICS.decisions, 0, 3, b"P1", twice[1].value)
+    consumer, client = FakeConsumer([*twice, copy, *records(1, start=4)]), FakeClient()
+    sink, metrics, _, _ = make_sink(consumer, client, max_seconds=0)
+    sink.poll_once()
+    sink.flush(lambda: False)
+    offsets = [r[OFFSET] for r in client.tables["decisions"]]
+    assert offsets == [0, 1, 2, 4]
+    assert metrics.duplicates._value.get() == 1
+
+
+def test_facts_land_with_their_subject_or_recipient_as_key() -> None:
+    envelope = {"occurred_at": T0, "emitted_at": T0, "source": Source(connector="forms", sequence=1)}
+    consent = ConsentGiven(
+        event_id="c1",
+        subject=Subject(id="P7"),
+        consent_id="c1",
+        given_by=Actor(id="M1", relationship="mother", has_parental_responsibility=True),
+        scope=ConsentScope(recipient="sims", purpose="admin", categories=["identity"]),
+        **envelope,
+    )
+    agreement = SharingAgreement(
+        event_id="a1", agreement_id="a1", recipient="sims", agreement_type="dsa", valid_from=T0, **envelope
+    )
+    notice = NoticeVersionPublished(event_id="n1", version="2.0", **envelope)
+    facts = [
+        Record(TOPICS.facts, 0, i, None, fact.model_dump_json().encode())
+        for i, fact in enumerate((consent, agreement, notice))
+    ]
+    consumer, client = FakeConsumer(facts), FakeClient()
+    sink, _, _, _ = make_sink(consumer, client, max_seconds=0)
+    sink.poll_once()
+    sink.flush(lambda: False)
+    keys = [(r[0], r[3], r[4], r[5]) for r in client.tables["facts"]]
+    assert keys == [
+        ("P7", "consent_given", "P7", "sims"),
+        ("sims", "sharing_agreement", None, "sims"),
+        ("", "notice_version", None, None),
+    ]
