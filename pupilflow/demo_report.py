@@ -2,8 +2,7 @@
 
 "Caught" means the decision the pipeline stored for an injected violation's flow is a violation that names
 the reason code the simulator's ground truth expects. The same comparison is made for the policy engine
-run offline over exactly the events that reached Kafka, so the two can be told apart while the stream
-worker still applies its placeholder decision.
+run offline over exactly the events that reached Kafka: the stream and a replay must agree.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from producers.simulator.outbox import FileDrop, HttpEvent
 from schemas.events import DataFlow
 from schemas.policy import Policy
 from schemas.settings import Settings
-from streams.placeholder import PLACEHOLDER_DIGEST
 from streams.replay import replay_lines
 
 
@@ -46,7 +44,6 @@ class Outcome:
     reasons: Counter[str] = field(default_factory=Counter)
     caught: Counter[str] = field(default_factory=Counter)
     missed: list[Injected] = field(default_factory=list)
-    placeholder: bool = False
 
 
 def flow_ids(run: SimRun) -> set[str]:
@@ -106,9 +103,8 @@ def wait_for_dead_letters(client: Any, since: datetime, expected: int, timeout: 
 def _judge(decisions: Iterable[tuple[str, str, list[str], str]], truth: list[Injected]) -> Outcome:
     outcome = Outcome()
     latest: dict[str, tuple[str, list[str]]] = {}
-    for event_id, verdict, reasons, digest in decisions:
+    for event_id, verdict, reasons, _digest in decisions:
         latest[event_id] = (verdict, reasons)
-        outcome.placeholder = outcome.placeholder or digest == PLACEHOLDER_DIGEST
     for verdict, reasons in latest.values():
         outcome.verdicts[verdict] += 1
         if verdict == "violation":
@@ -127,7 +123,7 @@ def pipeline_outcome(client: Any, ids: set[str], truth: list[Injected]) -> Outco
     """What the pipeline stored in ClickHouse for these flows (the newest decision of each)."""
     rows = client.query(
         "SELECT flow_event_id, verdict, reasons, policy_digest FROM decisions FINAL"
-        " WHERE flow_event_id IN {ids:Array(String)} ORDER BY decided_at",
+        " WHERE flow_event_id IN {ids:Array(String)} ORDER BY decided_at, kafka_offset",
         parameters={"ids": sorted(ids)},
     ).result_rows
     return _judge(((r[0], r[1], list(r[2]), r[3]) for r in rows), truth)

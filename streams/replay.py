@@ -123,10 +123,14 @@ class Replayer:
             _, flow_id = heapq.heappop(self._expiry)
             self._flows.pop(flow_id, None)
             self._latest.pop(flow_id, None)
+            self.forgotten(flow_id)
         self._events += 1
         if self._events % 10_000 == 0:
             self.state.expire(now)  # keeps the per-subject flow references bounded by the window
         return now
+
+    def forgotten(self, flow_id: str) -> None:
+        """Called when a flow's lateness window closes and it is no longer re-evaluated (a hook for the stream)."""
 
     def feed(self, event: Event) -> list[Decision]:
         """Apply one event; returns the decisions it produced (none for a duplicate or a fact that changes none)."""

@@ -141,14 +141,10 @@ def _simulate_and_report(args: argparse.Namespace, settings: Settings, client: A
     )
     print()
     print(render("pipeline (ClickHouse)", pipeline, truth))
-    if pipeline.placeholder:
-        engine = engine_outcome(settings, since, ids, truth, policy)
-        print(
-            "\nThe stream worker still applies the placeholder decision (it marks every flow `PLACEHOLDER`, "
-            "policy digest `placeholder-no-policy`) until the policy engine runs on the stream. The policy "
-            "engine, run offline over exactly the events that reached Kafka, in arrival order:"
-        )
-        print(render("policy engine (offline, same events)", engine, truth))
+    # The same events replayed offline through the same engine: the stream and `pupilflow replay` must agree.
+    engine = engine_outcome(settings, since, ids, truth, policy)
+    print("\nThe policy engine, run offline over exactly the events that reached Kafka, in arrival order:")
+    print(render("policy engine (offline, same events)", engine, truth))
     print(
         "\nwhere to look:\n"
         f"  ClickHouse   {settings.clickhouse_dsn}  (tables: decisions, violations, dead_letters)\n"

@@ -1,18 +1,24 @@
-"""`pupilflow worker`: run the stream processor (faust) that decides on every flow."""
+"""`pupilflow worker`: run the stream worker that decides on every flow, exactly once."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
+import threading
+import time
 from typing import Any
 
-import faust
+from prometheus_client import start_http_server
 
 from pupilflow.topics import ensure_topics
+from schemas.policy import load_policy
 from schemas.settings import Settings
-from streams.app import build_app
 from streams.metrics import WorkerMetrics
-from streams.placeholder import placeholder_decision
+from streams.worker import StreamWorker
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
@@ -23,25 +29,37 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Build the app and run a faust worker until it is stopped (SIGTERM/SIGINT)."""
+    """Restore state, serve /metrics, and judge events until SIGTERM/SIGINT; 1 when it stopped on an error."""
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings.home.mkdir(parents=True, exist_ok=True)
-    # A missing source topic would leave the agent silently idle; create the topics (idempotent) first.
+    # A missing source topic would leave the worker idle; create the topics (idempotent) first.
     ensure_topics(settings)
-    app = build_app(settings, placeholder_decision, WorkerMetrics())
-    return serve(app, args.loglevel)
+    policy = load_policy(settings.policy_dir)
+    metrics = WorkerMetrics()
+    worker = StreamWorker(settings, policy, metrics)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    started = time.monotonic()
 
+    def progress(records: int) -> None:
+        print(f"\rrestoring state: {records:,} changelog records", end="", file=sys.stderr, flush=True)
 
-def serve(app: faust.App, loglevel: str = "info") -> int:
-    """Run a faust worker for `app` until it stops; 1 when it stopped because the app crashed."""
-    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
-    code: int | str | None = 0
     try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        code = exc.code
-    # mode exits 0 even after an agent crashed the app; a crash must be loud, for supervisors and operators.
-    if app.crashed:
-        logging.getLogger(__name__).critical("the worker stopped after a crash: %r", app.crash_reason)
+        restored = worker.restore(progress)
+        log.info(
+            "state restored: %d keys, %d open flows in %.1fs (policy %s)",
+            restored, worker.state.open_flows(), time.monotonic() - started, policy.digest[:12],
+        )  # fmt: skip
+        # Served only once the state is back, so "ready" means ready to judge.
+        start_http_server(settings.worker_web_port, addr="127.0.0.1", registry=metrics.registry)
+        worker.run(stop.is_set)
+    except Exception:
+        # A violation is a value; an exception here is a bug or an outage. Stop loudly: nothing of the open
+        # transaction is committed, so a fixed worker judges the same events again after restoring.
+        log.critical("the worker failed; stopping the worker", exc_info=True)
         return 1
-    return code if isinstance(code, int) else 1
+    finally:
+        worker.close()
+    log.info("worker stopped")
+    return 0

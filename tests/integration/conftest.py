@@ -90,6 +90,8 @@ def settings(base_settings: Settings, run_id: str, tmp_path_factory: pytest.Temp
                 violations=f"{prefix}.violations",
                 dlq=f"{prefix}.dlq",
                 checkpoints=f"{prefix}.checkpoints",
+                changelog=f"{prefix}.changelog",
+                chain_heads=f"{prefix}.chain-heads",
                 partitions=2,
             ),
         }
@@ -127,7 +129,8 @@ def clickhouse(settings: Settings) -> Iterator[Any]:
 def isolated(kafka: Settings, tmp_path: Path) -> Settings:
     """Settings with this test's own topics, group, port and home: the session's worker never sees its events."""
     prefix = f"{kafka.topics.flows.split('.')[0]}-{uuid.uuid4().hex[:6]}"
-    names = {name: f"{prefix}.{name}" for name in ("flows", "facts", "decisions", "violations", "dlq", "checkpoints")}
+    kinds = ("flows", "facts", "decisions", "violations", "dlq", "checkpoints", "changelog", "chain_heads")
+    names = {name: f"{prefix}.{name}" for name in kinds}
     settings = kafka.model_copy(
         update={
             "home": tmp_path,

@@ -20,17 +20,16 @@ pytestmark = pytest.mark.kafka
 
 CRASHING_WORKER = textwrap.dedent(
     """
-    from pupilflow.commands.worker import serve
-    from schemas.settings import Settings
-    from streams.app import build_app
-    from streams.metrics import WorkerMetrics
+    import sys
 
-    def decide(flow, now):
+    import streams.replay
+    from pupilflow.cli import main
+
+    def evaluate(*args, **kwargs):
         raise RuntimeError("a bug in the evaluator")
 
-    settings = Settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    raise SystemExit(serve(build_app(settings, decide, WorkerMetrics())))
+    streams.replay.evaluate = evaluate
+    sys.exit(main(["worker"]))
     """
 )
 

@@ -1,0 +1,263 @@
+"""The stream processor's state and logic without Kafka: `Replayer` plus a changelog to restore it from.
+
+The worker (`streams.worker`) feeds events in, sends what comes out, and writes `changes()` to a compacted
+changelog topic in the same Kafka transaction as the decisions and the input offsets. Restoring that changelog
+rebuilds exactly the state the committed decisions were made on, so a worker killed at any point resumes as if
+it had never stopped. Deciding is `Replayer.feed`, the very code `pupilflow replay` runs, so the stream and a
+replay of the same events in the same order give the same decisions byte for byte.
+
+Changelog keys (values are bytes; a `None` value deletes the key):
+
+    s:<subject id>   the subject's facts (`SubjectState.to_bytes`)
+    x:<event id>     a recipient or notice fact, as its JSON (few; re-applied on restore)
+    b:<batch id>     the flows that arrived in one transaction and are still open to late facts, one per line:
+                     `<arrival watermark us>\\t<flow JSON>\\t<latest decision JSON>`
+    f:<flow id>      a flow's entry written again when a late fact superseded its decision (overrides `b:`)
+    d:<batch id>     12-byte digests of the flow ids first seen in one transaction (duplicates across history)
+    w:               the event-time watermark
+    q:<connector>    the connector's sequence tracker (`streams.sequences`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from schemas.decisions import Decision
+from schemas.events import (
+    AgreementTerminated,
+    DataFlow,
+    Event,
+    EventEnvelope,
+    NoticeVersionPublished,
+    SharingAgreement,
+    parse_event,
+)
+from schemas.policy import Policy
+from streams.replay import Replayer
+from streams.sequences import SequenceTracker
+from streams.state import DEFAULT_LATENESS, SubjectState, from_us, to_us
+from streams.store import SubjectStore
+
+Change = tuple[bytes, bytes | None]
+"""A changelog record: key and value (None deletes the key)."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The flows that arrived in one transaction, and how many of them are still open."""
+
+    key: bytes
+    open: int = 0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one event produced: its decisions (new or superseding), and a gap its sequence number revealed."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    superseding: int = 0
+    missing: int = 0
+
+
+class StreamState(Replayer):
+    """`Replayer` that also records what changed, for the changelog, and restores itself from it."""
+
+    def __init__(self, policy: Policy, lateness: timedelta = DEFAULT_LATENESS) -> None:
+        super().__init__(policy, lateness)
+        self.sequences: dict[str, SequenceTracker] = {}
+        self._dirty: dict[bytes, bytes | None] = {}
+        self._fresh: list[bytes] = []  # this transaction's new flows, as `b:` lines
+        self._batch_of: dict[str, _Batch] = {}
+        self._rewritten: set[str] = set()  # flows with their own `f:` entry
+        self._arrived: dict[str, int] = {}
+        # Every flow id ever judged, as a 12-byte digest in a compact store (about 40 bytes a flow), so a flow
+        # re-delivered long after its lateness window closed is still recognised.
+        self._seen = SubjectStore()
+        self._new_ids: list[bytes] = []
+
+    # --- deciding ---------------------------------------------------------------------------------------------
+
+    def is_duplicate(self, event: EventEnvelope) -> bool:
+        """A flow already open to re-evaluation is a re-delivery; facts are idempotent by content (`State.apply`).
+
+        Inside the lateness window a re-used id with a different payload is refused (as a replay refuses it);
+        after that only a digest of the id is kept, so a late re-delivery is recognised but not compared.
+        """
+        if not isinstance(event, DataFlow):
+            return False
+        known = self._flows.get(event.event_id)
+        if known is not None:
+            if known != event:
+                raise ValueError(f"event_id {event.event_id!r} reused with a different payload")
+            return True
+        digest = _digest(event.event_id)
+        key = digest.hex()
+        if key in self._seen:
+            return True  # judged before its window closed; the payload is no longer kept to compare
+        self._seen.put(key, b"")
+        self._new_ids.append(digest)
+        return False
+
+    def handle(self, event: Event) -> Outcome:
+        """Apply one valid event; the decisions to send, and what changed is kept for `changes()`."""
+        outcome = Outcome()
+        tracker = self.sequences.get(event.source.connector)
+        if tracker is None:
+            tracker = self.sequences[event.source.connector] = SequenceTracker()
+        missing = tracker.see(event.source.sequence)
+        outcome.missing = missing
+        self._dirty[b"q:" + event.source.connector.encode()] = tracker.to_bytes()
+        decisions = self.feed(event)
+        outcome.decisions = decisions
+        if self.watermark is not None:
+            self._dirty[b"w:"] = str(to_us(self.watermark)).encode()
+        if isinstance(event, DataFlow):
+            if decisions:
+                arrived = to_us(self.watermark) if self.watermark is not None else 0
+                self._arrived[event.event_id] = arrived
+                self._fresh.append(_entry(arrived, event, decisions[0]))
+            return outcome
+        if isinstance(event, SharingAgreement | AgreementTerminated | NoticeVersionPublished):
+            self._dirty[b"x:" + event.event_id.encode()] = event.model_dump_json().encode()
+        else:
+            subject = event.subject.id
+            self._dirty[b"s:" + subject.encode()] = self.state.subject(subject).to_bytes()
+        for decision in decisions:
+            flow_id = decision.flow_event_id
+            self._rewritten.add(flow_id)
+            flow = self._flows[flow_id]
+            self._dirty[b"f:" + flow_id.encode()] = _entry(self._arrived.get(flow_id, 0), flow, decision)
+        outcome.superseding = len(decisions)
+        return outcome
+
+    def forgotten(self, flow_id: str) -> None:
+        """A flow left the lateness window: drop its changelog entries once nothing in them is open."""
+        self._arrived.pop(flow_id, None)
+        if flow_id in self._rewritten:
+            self._rewritten.discard(flow_id)
+            self._dirty[b"f:" + flow_id.encode()] = None
+        batch = self._batch_of.pop(flow_id, None)
+        if batch is not None:
+            batch.open -= 1
+            if batch.open <= 0:
+                self._dirty[batch.key] = None
+
+    def changes(self, batch_id: str) -> list[Change]:
+        """What changed since the last call, as changelog records; `batch_id` names this transaction's flows."""
+        if self._fresh:
+            key = b"b:" + batch_id.encode()
+            self._dirty[key] = b"\n".join(self._fresh)
+            batch = _Batch(key, len(self._fresh))
+            for line in self._fresh:
+                self._batch_of[_flow_id_of(line)] = batch
+            self._fresh = []
+        if self._new_ids:
+            self._dirty[b"d:" + batch_id.encode()] = b"".join(self._new_ids)
+            self._new_ids = []
+        out = list(self._dirty.items())
+        self._dirty.clear()
+        return out
+
+    def discard_changes(self) -> None:
+        """Forget unsent changes (the transaction they belonged to was aborted; the process restarts)."""
+        self._dirty.clear()
+        self._fresh = []
+        self._new_ids = []
+
+    def open_flow(self, flow_id: str) -> DataFlow | None:
+        """A flow still inside the lateness window, or None."""
+        return self._flows.get(flow_id)
+
+    def open_flows(self) -> int:
+        """How many flows are still inside the lateness window."""
+        return len(self._flows)
+
+    # --- restoring --------------------------------------------------------------------------------------------
+
+    def restore(self, records: Iterable[Change]) -> int:
+        """Rebuild from changelog records in log order (latest value per key wins); returns keys restored."""
+        latest: dict[bytes, bytes] = {}
+        for key, value in records:
+            if value is None:
+                latest.pop(key, None)
+            else:
+                latest[key] = value
+        entries: dict[str, tuple[int, bytes, bytes]] = {}
+        overrides: dict[str, tuple[int, bytes, bytes]] = {}
+        batches: dict[bytes, list[str]] = {}
+        for key, value in latest.items():
+            kind, _, name = key.partition(b":")
+            if kind == b"s":
+                self.state.put_subject(name.decode(), SubjectState.from_bytes(value))
+            elif kind == b"x":
+                fact = parse_event(value)
+                assert not isinstance(fact, DataFlow)
+                self.state.apply(fact)
+            elif kind == b"w":
+                self.watermark = from_us(int(value))
+            elif kind == b"q":
+                self.sequences[name.decode()] = SequenceTracker.from_bytes(value)
+            elif kind == b"b":
+                ids = batches.setdefault(key, [])
+                for line in value.split(b"\n"):
+                    entry = _split(line)
+                    flow_id = _flow_id_of(line)
+                    entries[flow_id] = entry
+                    ids.append(flow_id)
+            elif kind == b"d":
+                for at in range(0, len(value), _DIGEST):
+                    self._seen.put(value[at : at + _DIGEST].hex(), b"")
+            elif kind == b"f":
+                overrides[name.decode()] = _split(value)
+        entries.update(overrides)
+        for flow_id, (arrived, flow_json, decision_json) in sorted(entries.items(), key=lambda kv: kv[1][0]):
+            flow = parse_event(flow_json)
+            assert isinstance(flow, DataFlow)
+            decision = Decision.model_validate_json(decision_json)
+            self._reopen(flow, decision, arrived)
+            if flow_id in overrides:
+                self._rewritten.add(flow_id)
+        for key, ids in batches.items():
+            batch = _Batch(key, 0)
+            for flow_id in ids:
+                if flow_id in self._flows:
+                    self._batch_of[flow_id] = batch
+                    batch.open += 1
+        return len(latest)
+
+    def _reopen(self, flow: DataFlow, decision: Decision, arrived: int) -> None:
+        now = from_us(arrived)
+        self.state.remember_flow(flow, now)
+        self._flows[flow.event_id] = flow
+        self._latest[flow.event_id] = decision
+        self._arrived[flow.event_id] = arrived
+        expires = max(to_us(flow.occurred_at), arrived) + self._lateness_us
+        heapq.heappush(self._expiry, (expires, flow.event_id))
+
+
+_DIGEST = 12
+
+
+def _digest(event_id: str) -> bytes:
+    return hashlib.blake2b(event_id.encode(), digest_size=_DIGEST).digest()
+
+
+def _entry(arrived: int, flow: DataFlow, decision: Decision) -> bytes:
+    return b"%d\t%s\t%s" % (arrived, flow.model_dump_json().encode(), decision.to_json_bytes())
+
+
+def _split(line: bytes) -> tuple[int, bytes, bytes]:
+    arrived, flow_json, decision_json = line.split(b"\t", 2)
+    return int(arrived), flow_json, decision_json
+
+
+def _flow_id_of(line: bytes) -> str:
+    # The decision names its flow; reading one field is cheaper than parsing the flow.
+    decision_json = line.split(b"\t", 2)[2]
+    marker = b'"flow_event_id":"'
+    start = decision_json.index(marker) + len(marker)
+    return decision_json[start : decision_json.index(b'"', start)].decode()

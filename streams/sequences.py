@@ -1,0 +1,65 @@
+"""Per-connector sequence numbers: which are still missing, and when a hole counts as possibly lost events.
+
+A connector numbers its events 0, 1, 2, ... without gaps. They reach the worker keyed by subject, over several
+partitions and two topics, so they arrive a little out of order; a number below the highest seen may simply be
+still in flight. A hole is reported as possibly lost once `patience` later numbers have arrived past it.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class SequenceTracker:
+    """The numbers seen from one connector: everything below `next` plus the set seen above it."""
+
+    __slots__ = ("ahead", "lost", "next", "patience")
+
+    def __init__(self, patience: int = 10_000) -> None:
+        self.next = 0
+        self.ahead: set[int] = set()
+        self.lost = 0
+        self.patience = patience
+
+    def see(self, sequence: int) -> int:
+        """Record one number; returns how many numbers this made count as lost (usually 0)."""
+        if sequence < self.next or sequence in self.ahead:
+            return 0  # a re-delivery
+        if sequence != self.next:
+            self.ahead.add(sequence)
+            return self._give_up() if len(self.ahead) > self.patience else 0
+        self.next += 1
+        ahead = self.ahead
+        while self.next in ahead:
+            ahead.discard(self.next)
+            self.next += 1
+        return 0
+
+    def _give_up(self) -> int:
+        # The oldest hole has waited long enough: count it and move past it.
+        first = min(self.ahead)
+        lost = first - self.next
+        self.lost += lost
+        self.next = first
+        while self.next in self.ahead:
+            self.ahead.discard(self.next)
+            self.next += 1
+        return lost
+
+    def missing(self) -> int:
+        """Numbers below the highest seen that have not arrived (in flight or lost)."""
+        if not self.ahead:
+            return 0
+        return max(self.ahead) + 1 - self.next - len(self.ahead)
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON, for the changelog."""
+        return json.dumps([self.next, sorted(self.ahead), self.lost], separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SequenceTracker:
+        """The inverse of `to_bytes`."""
+        nxt, ahead, lost = json.loads(raw)
+        tracker = cls()
+        tracker.next, tracker.ahead, tracker.lost = int(nxt), set(ahead), int(lost)
+        return tracker
