@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "migrate",
     "worker",
     "sink",
+    "verify",
     "demo",
     "replay",
     "connect",

@@ -1,0 +1,136 @@
+"""Row mapping, canonical hashing and chain building for the audit trail."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.decisions import Decision, SubjectVerdict
+from sinks.chain import GENESIS, Chain, Head, canonical, link_hash
+from sinks.rows import (
+    DECISION_COLUMNS,
+    DISCLOSURE_COLUMNS,
+    VIOLATION_COLUMNS,
+    decision_row,
+    disclosure_rows,
+    violation_row,
+)
+
+T0 = datetime(2026, 3, 2, 9, 30, 1, 123456, tzinfo=UTC)
+
+
+def decision(n: int = 1, verdict: str = "violation") -> Decision:
+    return Decision(
+        decision_id=f"d{n}",
+        flow_event_id=f"e{n}",
+        verdict=verdict,
+        reasons=["NO_CONSENT"],
+        explanation="Parent P2 never opted in — sent anyway",
+        recipient="parentmail",
+        purpose="marketing",
+        categories=["identity", "contact"],
+        subject_ids=["P1", "P2"],
+        occurred_at=T0,
+        decided_at=T0,
+        emitted_at=T0,
+        source_connector="mail",
+        source_sequence=n,
+        policy_digest="sha256:abc",
+        notice_version="1.0",
+        supersedes="d0",
+        revision=1,
+        disclosures=[
+            SubjectVerdict(subject_id="P1", verdict="allowed"),
+            SubjectVerdict(subject_id="P2", subject_kind="parent", verdict="violation", reasons=["NO_CONSENT"]),
+        ],
+    )
+
+
+def test_decision_row_is_stored_to_the_millisecond() -> None:
+    row = decision_row(decision(), "{}", 3, 17)
+    assert len(row) == len(DECISION_COLUMNS)
+    occurred = row[DECISION_COLUMNS.index("occurred_at")]
+    assert occurred == T0.replace(microsecond=123000)
+    assert row[-2:] == [3, 17]
+
+
+def test_disclosures_carry_each_subjects_own_verdict() -> None:
+    rows = disclosure_rows(decision())
+    as_dicts = [dict(zip(DISCLOSURE_COLUMNS, row, strict=True)) for row in rows]
+    assert [(d["subject_id"], d["subject_kind"], d["verdict"], d["reasons"]) for d in as_dicts] == [
+        ("P1", "pupil", "allowed", []),
+        ("P2", "parent", "violation", ["NO_CONSENT"]),
+    ]
+    assert {d["revision"] for d in as_dicts} == {1}
+    assert {d["supersedes"] for d in as_dicts} == {"d0"}
+
+
+def test_a_decision_without_per_subject_verdicts_discloses_every_subject_with_the_flows_verdict() -> None:
+    bare = decision().model_copy(update={"disclosures": []})
+    assert [(r[0], r[8]) for r in disclosure_rows(bare)] == [("P1", "violation"), ("P2", "violation")]
+
+
+def test_only_violations_have_a_violation_row() -> None:
+    row = violation_row(decision())
+    assert row is not None
+    assert len(row) == len(VIOLATION_COLUMNS)
+    assert violation_row(decision(verdict="allowed")) is None
+
+
+def test_canonical_form_is_the_same_for_the_row_written_and_the_row_read_back() -> None:
+    written = decision_row(decision(), '{"x": "é"}', 0, 5)
+    # ClickHouse returns DateTime64 without a zone, arrays as lists and strings as str.
+    read = [v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in written]
+    assert canonical(written) == canonical(read)
+    assert json.loads(canonical(written))[DECISION_COLUMNS.index("occurred_at")] == "2026-03-02T09:30:01.123Z"
+
+
+@pytest.mark.parametrize("column", DECISION_COLUMNS)
+def test_changing_any_column_changes_the_hash(column: str) -> None:
+    row = decision_row(decision(), "{}", 0, 5)
+    i = DECISION_COLUMNS.index(column)
+    changed = list(row)
+    value = changed[i]
+    if isinstance(value, str):
+        changed[i] = value + "x"
+    elif isinstance(value, int):
+        changed[i] = value + 1
+    elif isinstance(value, list):
+        changed[i] = [*value, "x"]
+    elif isinstance(value, datetime):
+        changed[i] = value.replace(year=2025)
+    else:
+        changed[i] = "x"
+    assert link_hash(GENESIS, changed) != link_hash(GENESIS, row)
+
+
+def test_the_hash_depends_on_the_previous_link() -> None:
+    row = decision_row(decision(), "{}", 0, 5)
+    assert link_hash(GENESIS, row) != link_hash("1" * 64, row)
+
+
+def test_a_chain_links_each_row_to_the_previous_one_from_genesis() -> None:
+    chain = Chain(2)
+    rows = [chain.extend(decision_row(decision(n), "{}", 2, 10 + n)) for n in range(3)]
+    assert rows[0][-2] == GENESIS
+    assert rows[1][-2] == rows[0][-1]
+    assert rows[2][-2] == rows[1][-1]
+    assert chain.head() == Head(2, 12, str(rows[2][-1]), 3)
+
+
+def test_a_chain_continued_from_a_recovered_head_builds_the_same_rows() -> None:
+    whole = Chain(0)
+    rows = [whole.extend(decision_row(decision(n), "{}", 0, n)) for n in range(4)]
+    resumed = Chain(0, str(rows[1][-1]), 2, 1)
+    again = [resumed.extend(decision_row(decision(n), "{}", 0, n)) for n in range(2, 4)]
+    assert again == rows[2:]
+    assert resumed.head() == whole.head()
+
+
+def test_heads_round_trip_through_json_and_reject_garbage() -> None:
+    head = Head(1, 99, "ab" * 32, 7)
+    assert Head.from_json(json.loads(json.dumps(head.to_json()))) == head
+    with pytest.raises(ValueError, match="not a chain head"):
+        Head.from_json({"partition": 1})
