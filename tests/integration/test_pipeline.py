@@ -1,4 +1,4 @@
-"""One flow end to end on the real stack: kafka-python → faust worker → Kafka → sink → ClickHouse, and /metrics."""
+"""One flow end to end on the real stack: kafka-python → stream worker → Kafka → sink → ClickHouse, and /metrics."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def worker_metrics(settings: Settings) -> str:
 
 
 def decided(settings: Settings) -> float:
-    return metric_value(worker_metrics(settings), "pupilflow_decisions_total", verdict="allowed")
+    text = worker_metrics(settings)
+    return sum(metric_value(text, "pupilflow_decisions_total", verdict=v) for v in ("allowed", "violation"))
 
 
 def rows_for(clickhouse: Any, event_id: str) -> int:
