@@ -64,7 +64,7 @@ def read_heads_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dic
             enable_auto_commit=False,
             group_id=None,
             request_timeout_ms=int(timeout_s * 1000) + 1000,
-            api_version_auto_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
         )
     except Exception as exc:  # kafka-python raises several unrelated types for "not reachable"
         raise ServiceUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
