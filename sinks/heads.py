@@ -92,9 +92,10 @@ def read_heads_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dic
 class HeadCheckpoints:
     """Sends chain heads to the compacted topic (waiting for the broker's ack) and to the JSON file."""
 
-    def __init__(self, producer: Any, topic: str, path: Path, timeout_s: float = 30.0) -> None:
-        """Checkpoint to `topic` through `producer`, and to the file at `path`."""
+    def __init__(self, producer: Any, bootstrap: str, topic: str, path: Path, timeout_s: float = 30.0) -> None:
+        """Checkpoint to `topic` on `bootstrap` through `producer`, and to the file at `path`."""
         self._producer = producer
+        self._bootstrap = bootstrap
         self._topic = topic
         self._path = path
         self._timeout = timeout_s
@@ -105,7 +106,7 @@ class HeadCheckpoints:
         producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","), acks="all", enable_idempotence=True, client_id="pupilflow-sink"
         )
-        return cls(producer, topic, path)
+        return cls(producer, bootstrap, topic, path)
 
     def publish(self, heads: list[Head]) -> None:
         """Checkpoint `heads`; raises when the broker did not take them (the caller retries the batch)."""
@@ -118,6 +119,10 @@ class HeadCheckpoints:
         for future in futures:
             future.get(timeout=self._timeout)
         write_heads_file(self._path, heads)
+
+    def latest(self) -> dict[int, Head]:
+        """The latest head per partition, from the topic."""
+        return read_heads_topic(self._bootstrap, self._topic)
 
     def close(self) -> None:
         """Flush and close the producer."""

@@ -77,6 +77,9 @@ class HeadSink(Protocol):
     def publish(self, heads: list[Head]) -> None:
         """Checkpoint `heads`, raising when they were not taken."""
 
+    def latest(self) -> dict[int, Head]:
+        """The latest checkpointed head of each partition."""
+
 
 class _StopRequestedError(Exception):
     """Asked to stop while waiting for ClickHouse in the middle of reading a batch."""
@@ -235,6 +238,20 @@ class AuditSink:
         params = {"partition": partition, "offset": offset}
         last_offset, last_hash, rows = self._client.query(_RECOVER_CHAIN, parameters=params).result_rows[0]
         chain = Chain(partition, last_hash, int(rows), int(last_offset)) if rows else Chain(partition)
+        head = self._heads.latest().get(partition) if self._heads is not None else None
+        committed = head is not None and head.offset < offset
+        if head is not None and committed and (head.offset, head.row_hash) != (chain.offset, chain.prev_hash):
+            # Committed rows the checkpoint vouches for are not in ClickHouse as checkpointed (a tail deleted or
+            # rewritten). Chaining on from what is left would hide that from verify; chain on from the checkpoint.
+            log.error(
+                "partition %d: the audit store ends at offset %d, the checkpointed head is at offset %d (%s); "
+                "continuing the chain from the checkpoint",
+                partition,
+                chain.offset,
+                head.offset,
+                head.row_hash,
+            )
+            chain = Chain(partition, head.row_hash, head.rows_in_chain, head.offset)
         recent = self._client.query(_RECENT_IDS, parameters={"partition": partition, "limit": self._window})
         for decision_id, at in reversed(recent.result_rows):
             self._remember(decision_id, (partition, int(at)))

@@ -116,6 +116,9 @@ class FakeHeads:
     def publish(self, heads: list[Head]) -> None:
         self.published.append(heads)
 
+    def latest(self) -> dict[int, Head]:
+        return {head.partition: head for batch in self.published for head in batch}
+
 
 def records(n: int, start: int = 0, partition: int = 0, **kwargs: Any) -> list[Record]:
     return [
@@ -125,11 +128,11 @@ def records(n: int, start: int = 0, partition: int = 0, **kwargs: Any) -> list[R
 
 
 def make_sink(
-    consumer: FakeConsumer, client: FakeClient, **kwargs: Any
+    consumer: FakeConsumer, client: FakeClient, heads: FakeHeads | None = None, **kwargs: Any
 ) -> tuple[AuditSink, SinkMetrics, list[float], FakeHeads]:
     metrics = SinkMetrics()
     sleeps: list[float] = []
-    heads = FakeHeads()
+    heads = heads or FakeHeads()
     sink = AuditSink(consumer, client, TOPICS, metrics, heads=heads, sleep=sleeps.append, **kwargs)
     return sink, metrics, sleeps, heads
 
@@ -277,3 +280,17 @@ def test_facts_land_with_their_subject_or_recipient_as_key() -> None:
         ("sims", "sharing_agreement", None, "sims"),
         ("", "notice_version", None, None),
     ]
+
+
+def test_a_tail_deleted_before_a_restart_stays_visible_because_the_chain_goes_on_from_the_checkpoint() -> None:
+    client, heads = FakeClient(), FakeHeads()
+    first, _, _, _ = make_sink(FakeConsumer(records(3)), client, heads=heads, max_seconds=0)
+    first.poll_once()
+    first.flush(lambda: False)
+    deleted = client.tables["decisions"].pop()  # offset 2, committed and checkpointed
+
+    again, _, _, _ = make_sink(FakeConsumer(records(1, start=3)), client, heads=heads, max_seconds=0)
+    again.poll_once()
+    again.flush(lambda: False)
+    assert client.tables["decisions"][-1][-2] == deleted[-1]
+    assert heads.published[-1] == [Head(0, 3, client.tables["decisions"][-1][-1], 4)]
