@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -77,6 +78,9 @@ class Settings(BaseSettings):
         default=None, description="File connectors watch `<outbox>/<connector>/` for exports; None: home/outbox."
     )
     ingest_port: int = Field(default=6068, description="The HTTP ingest API's port.")
+    worker_compression: Literal["gzip"] | None = Field(
+        default=None, description="Compression of what the stream worker writes to Kafka (None: a local broker)."
+    )
     consumer_group: str = "pupilflow-worker"
     sink_group: str = "pupilflow-sink"
     sink_batch_max_rows: int = Field(default=10_000, ge=1)

@@ -59,6 +59,8 @@ class Outcome:
     """What one event produced: its decisions (new or superseding), and a gap its sequence number revealed."""
 
     decisions: list[Decision] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    """Each decision's JSON, rendered once for Kafka and the changelog alike."""
     superseding: int = 0
     missing: int = 0
 
@@ -78,6 +80,8 @@ class StreamState(Replayer):
         # re-delivered long after its lateness window closed is still recognised.
         self._seen = SubjectStore()
         self._new_ids: list[bytes] = []
+        self._moved: set[str] = set()  # connectors whose sequence tracker changed since the last `changes()`
+        self._watermark_moved = False
 
     # --- deciding ---------------------------------------------------------------------------------------------
 
@@ -102,35 +106,37 @@ class StreamState(Replayer):
         self._new_ids.append(digest)
         return False
 
-    def handle(self, event: Event) -> Outcome:
-        """Apply one valid event; the decisions to send, and what changed is kept for `changes()`."""
+    def handle(self, event: Event, raw: bytes | None = None) -> Outcome:
+        """Apply one valid event (`raw`: its JSON as received); the decisions to send, changes kept for `changes()`."""
         outcome = Outcome()
         tracker = self.sequences.get(event.source.connector)
         if tracker is None:
             tracker = self.sequences[event.source.connector] = SequenceTracker()
-        missing = tracker.see(event.source.sequence)
-        outcome.missing = missing
-        self._dirty[b"q:" + event.source.connector.encode()] = tracker.to_bytes()
+        outcome.missing = tracker.see(event.source.sequence)
+        self._moved.add(event.source.connector)
         decisions = self.feed(event)
         outcome.decisions = decisions
-        if self.watermark is not None:
-            self._dirty[b"w:"] = str(to_us(self.watermark)).encode()
+        outcome.payloads = payloads = [d.to_json_bytes() for d in decisions]
+        self._watermark_moved = True
         if isinstance(event, DataFlow):
             if decisions:
                 arrived = to_us(self.watermark) if self.watermark is not None else 0
                 self._arrived[event.event_id] = arrived
-                self._fresh.append(_entry(arrived, event, decisions[0]))
+                flow_json = raw if raw is not None else event.model_dump_json().encode()
+                self._fresh.append(b"%d\t%s\t%s" % (arrived, flow_json, payloads[0]))
             return outcome
         if isinstance(event, SharingAgreement | AgreementTerminated | NoticeVersionPublished):
             self._dirty[b"x:" + event.event_id.encode()] = event.model_dump_json().encode()
         else:
             subject = event.subject.id
             self._dirty[b"s:" + subject.encode()] = self.state.subject(subject).to_bytes()
-        for decision in decisions:
+        for decision, payload in zip(decisions, payloads, strict=True):
             flow_id = decision.flow_event_id
             self._rewritten.add(flow_id)
             flow = self._flows[flow_id]
-            self._dirty[b"f:" + flow_id.encode()] = _entry(self._arrived.get(flow_id, 0), flow, decision)
+            self._dirty[b"f:" + flow_id.encode()] = b"%d\t%s\t%s" % (
+                self._arrived.get(flow_id, 0), flow.model_dump_json().encode(), payload,
+            )  # fmt: skip
         outcome.superseding = len(decisions)
         return outcome
 
@@ -149,12 +155,19 @@ class StreamState(Replayer):
     def changes(self, batch_id: str) -> list[Change]:
         """What changed since the last call, as changelog records; `batch_id` names this transaction's flows."""
         if self._fresh:
-            key = b"b:" + batch_id.encode()
-            self._dirty[key] = b"\n".join(self._fresh)
-            batch = _Batch(key, len(self._fresh))
-            for line in self._fresh:
-                self._batch_of[_flow_id_of(line)] = batch
+            for part, lines in enumerate(_chunks(self._fresh, _CHUNK_BYTES)):
+                key = b"b:%s.%d" % (batch_id.encode(), part)
+                self._dirty[key] = b"\n".join(lines)
+                batch = _Batch(key, len(lines))
+                for line in lines:
+                    self._batch_of[_flow_id_of(line)] = batch
             self._fresh = []
+        if self._watermark_moved and self.watermark is not None:
+            self._dirty[b"w:"] = str(to_us(self.watermark)).encode()
+        self._watermark_moved = False
+        for connector in self._moved:
+            self._dirty[b"q:" + connector.encode()] = self.sequences[connector].to_bytes()
+        self._moved.clear()
         if self._new_ids:
             self._dirty[b"d:" + batch_id.encode()] = b"".join(self._new_ids)
             self._new_ids = []
@@ -167,6 +180,7 @@ class StreamState(Replayer):
         self._dirty.clear()
         self._fresh = []
         self._new_ids = []
+        self._moved.clear()
 
     def open_flow(self, flow_id: str) -> DataFlow | None:
         """A flow still inside the lateness window, or None."""
@@ -240,14 +254,24 @@ class StreamState(Replayer):
 
 
 _DIGEST = 12
+_CHUNK_BYTES = 512 * 1024
+"""Largest `b:` value: Kafka refuses records over its 1 MiB default (`message.max.bytes`)."""
+
+
+def _chunks(lines: list[bytes], limit: int) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = [[]]
+    size = 0
+    for line in lines:
+        if size + len(line) > limit and chunks[-1]:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(line)
+        size += len(line) + 1
+    return chunks
 
 
 def _digest(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode(), digest_size=_DIGEST).digest()
-
-
-def _entry(arrived: int, flow: DataFlow, decision: Decision) -> bytes:
-    return b"%d\t%s\t%s" % (arrived, flow.model_dump_json().encode(), decision.to_json_bytes())
 
 
 def _split(line: bytes) -> tuple[int, bytes, bytes]:

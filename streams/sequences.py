@@ -7,17 +7,19 @@ still in flight. A hole is reported as possibly lost once `patience` later numbe
 
 from __future__ import annotations
 
+import heapq
 import json
 
 
 class SequenceTracker:
     """The numbers seen from one connector: everything below `next` plus the set seen above it."""
 
-    __slots__ = ("ahead", "lost", "next", "patience")
+    __slots__ = ("ahead", "heap", "lost", "next", "patience")
 
     def __init__(self, patience: int = 10_000) -> None:
         self.next = 0
         self.ahead: set[int] = set()
+        self.heap: list[int] = []  # `ahead` as a min-heap, so giving up on the oldest hole is O(log n)
         self.lost = 0
         self.patience = patience
 
@@ -27,23 +29,27 @@ class SequenceTracker:
             return 0  # a re-delivery
         if sequence != self.next:
             self.ahead.add(sequence)
+            heapq.heappush(self.heap, sequence)
             return self._give_up() if len(self.ahead) > self.patience else 0
         self.next += 1
-        ahead = self.ahead
-        while self.next in ahead:
-            ahead.discard(self.next)
-            self.next += 1
+        self._catch_up()
         return 0
+
+    def _catch_up(self) -> None:
+        ahead, heap = self.ahead, self.heap
+        while heap and heap[0] <= self.next:
+            found = heapq.heappop(heap)
+            if found == self.next:
+                ahead.discard(found)
+                self.next += 1
 
     def _give_up(self) -> int:
         # The oldest hole has waited long enough: count it and move past it.
-        first = min(self.ahead)
+        first = self.heap[0]
         lost = first - self.next
         self.lost += lost
         self.next = first
-        while self.next in self.ahead:
-            self.ahead.discard(self.next)
-            self.next += 1
+        self._catch_up()
         return lost
 
     def missing(self) -> int:
@@ -62,4 +68,5 @@ class SequenceTracker:
         nxt, ahead, lost = json.loads(raw)
         tracker = cls()
         tracker.next, tracker.ahead, tracker.lost = int(nxt), set(ahead), int(lost)
+        tracker.heap = sorted(tracker.ahead)
         return tracker

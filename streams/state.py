@@ -507,9 +507,9 @@ class State:
             refs = [r for r in self._recent.get(subject_id, ()) if r[2] >= now_us]
             refs.append(ref)
             self._recent[subject_id] = refs
-        recipient = self._recipients.setdefault(flow.recipient, RecipientState())
-        recipient.flows = [f for f in recipient.flows if f[2] >= now_us]
-        bisect.insort(recipient.flows, ref)
+        # A recipient can receive thousands of flows a day: its closed ones are dropped by `expire`, not here
+        # (`affected_flows` skips them meanwhile), so remembering a flow stays O(log n).
+        bisect.insort(self._recipients.setdefault(flow.recipient, RecipientState()).flows, ref)
 
     def expire(self, now: datetime) -> None:
         """Forget every flow whose lateness window has closed (bounds memory to the window)."""

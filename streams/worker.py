@@ -10,7 +10,9 @@ decision is lost and none is doubled. The transactional id is fixed, so a restar
 Why not faust's `processing_guarantee="exactly_once"`: faust-streaming's transactional mode has open reports
 of crashing at start (faust-streaming#440), duplicating output across a kill (#517) and losing table updates
 on `kill -9` (robinhood/faust#340). The guarantee here is the same protocol (KIP-98 transactions with the
-offsets in the transaction) in about a hundred lines that the kill -9 test exercises.
+offsets in the transaction) on aiokafka, faust's own Kafka client, in a loop small enough to read whole and
+exercised by the kill -9 test. aiokafka rather than kafka-python: its batch API and C record codec cost about
+a third of kafka-python's per-record send, and it needs no I/O thread contending for the GIL.
 
 The worker owns every partition of the co-partitioned flows and facts topics, so a flow about several
 pupils is judged against all of their state at once (`docs/streaming.md` says how it scales out).
@@ -18,16 +20,18 @@ pupils is judged against all of their state at once (`docs/streaming.md` says ho
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from schemas.decisions import DeadLetter, Decision
@@ -78,7 +82,8 @@ class Judge:
         self.metrics = metrics
         self.state = state
         self._groups: dict[str, str] = {}
-        self._sent_at: list[tuple[float, float]] = []  # (emitted_at epoch, 1) per decision awaiting commit
+        self._sent_at: list[float] = []  # emitted_at (epoch seconds) of each decision awaiting commit
+        self._verdicts = {v: metrics.decisions.labels(verdict=v) for v in ("allowed", "violation")}
 
     def handle(self, record: Any, out: list[Send]) -> None:
         """Judge one input record, appending what to send to `out`."""
@@ -96,7 +101,7 @@ class Judge:
             self._dead(record, f"a {event.kind!r} event on the {where} topic", out)
             return
         try:
-            outcome = self.state.handle(event)
+            outcome = self.state.handle(event, record.value)
         except ValueError as exc:  # an event id reused for a different payload
             self._dead(record, str(exc), out, stage="evaluate")
             return
@@ -106,23 +111,22 @@ class Judge:
             log.warning("connector %s: %d sequence numbers never arrived", event.source.connector, outcome.missing)
         if is_flow and not outcome.decisions:
             self.metrics.duplicates.inc()
-        for decision in outcome.decisions:
-            self._decided(decision, out)
+        for decision, payload in zip(outcome.decisions, outcome.payloads, strict=True):
+            self._decided(decision, payload, out)
         if outcome.superseding:
             for decision in outcome.decisions:
                 self.metrics.supersessions.labels(verdict=decision.verdict).inc()
 
-    def _decided(self, decision: Decision, out: list[Send]) -> None:
+    def _decided(self, decision: Decision, payload: bytes, out: list[Send]) -> None:
         flow = self.state.open_flow(decision.flow_event_id)
         key = flow.partition_key() if flow is not None else decision.flow_event_id.encode()
-        payload = decision.to_json_bytes()
         out.append((self.topics.decisions, key, payload))
-        self.metrics.decisions.labels(verdict=decision.verdict).inc()
+        self._verdicts[decision.verdict].inc()
         if decision.verdict == "violation":
             # The violations topic is the alert stream: one message per first violation or superseding one.
             out.append((self.topics.violations, key, payload))
             self.metrics.violation(decision.reasons[0] if decision.reasons else "UNSPECIFIED", self._group(decision))
-        self._sent_at.append((decision.emitted_at.timestamp(), 1.0))
+        self._sent_at.append(decision.emitted_at.timestamp())
 
     def _group(self, decision: Decision) -> str:
         group = self._groups.get(decision.recipient)
@@ -140,7 +144,7 @@ class Judge:
     def committed(self, now: float) -> None:
         """The transaction holding the pending decisions committed: observe their end-to-end latency."""
         observe = self.metrics.decision_latency.observe
-        for emitted, _ in self._sent_at:
+        for emitted in self._sent_at:
             observe(max(0.0, now - emitted))
         self._sent_at.clear()
 
@@ -156,16 +160,19 @@ def arrival_key(record: Any) -> tuple[int, bytes]:
 class Arrivals:
     """Per-partition buffers merged into one arrival order across every input partition (as Kafka Streams does).
 
-    A record is released only when every input partition either has a buffered record to compare it with or has
-    nothing more to fetch, so a fact is not overtaken by a flow sent after it just because the flows partition
-    was fetched first. A partition that stays behind longer than `max_idle_s` stops holding the others up.
+    The head record is released only when every input partition with nothing buffered has nothing more to
+    fetch either, so a fact is never overtaken by a flow sent after it just because the flows partition was
+    fetched first. A partition whose end is still unknown (never fetched) holds the others up for at most
+    `max_unknown_s`. A partition with `high` records buffered is paused until it drains below `low`, so one
+    busy partition cannot starve the fetches of the others or grow the buffers without bound.
     """
 
-    def __init__(self, partitions: list[Any], caught_up: Callable[[Any], bool], max_idle_s: float = 0.05) -> None:
+    def __init__(self, partitions: list[Any], *, high: int = 4_000, low: int = 1_000, max_unknown_s: float = 1.0):
         self._buffers: dict[Any, deque[tuple[tuple[int, bytes], Any]]] = {tp: deque() for tp in partitions}
-        self._caught_up = caught_up
-        self._max_idle = max_idle_s
-        self._blocked_since: float | None = None
+        self.high, self.low = high, low
+        self._max_unknown = max_unknown_s
+        self._unknown_since: float | None = None
+        self.paused: set[Any] = set()
 
     def add(self, records: dict[Any, list[Any]]) -> None:
         """Buffer one poll's records."""
@@ -175,35 +182,85 @@ class Arrivals:
     def __len__(self) -> int:
         return sum(len(b) for b in self._buffers.values())
 
-    def release(self, now: float) -> list[Any]:
-        """The records that can be handled now, in arrival order."""
+    def empty(self) -> list[Any]:
+        """The partitions with nothing buffered (whose fetch state decides what may be released)."""
+        return [tp for tp, b in self._buffers.items() if not b]
+
+    def flow_control(self) -> tuple[list[Any], list[Any]]:
+        """(partitions to pause, partitions to resume) for the buffers' fill levels."""
+        pause = [tp for tp, b in self._buffers.items() if len(b) >= self.high and tp not in self.paused]
+        resume = [tp for tp in self.paused if len(self._buffers[tp]) < self.low]
+        self.paused.update(pause)
+        self.paused.difference_update(resume)
+        return pause, resume
+
+    def release(self, caught_up: dict[Any, bool | None], now: float) -> list[Any]:
+        """The records that can be handled now, in arrival order.
+
+        `caught_up[tp]` for each empty partition: True when it has nothing more to fetch, False when it has,
+        None when that is not known yet.
+        """
         out: list[Any] = []
         buffers = self._buffers
+        known_behind = any(state is False for state in caught_up.values())
+        unknown = any(state is None for state in caught_up.values())
+        if unknown:
+            if self._unknown_since is None:
+                self._unknown_since = now
+            unknown = now - self._unknown_since < self._max_unknown
+        else:
+            self._unknown_since = None
+        if known_behind or unknown:
+            return out
         while True:
             heads = [b for b in buffers.values() if b]
+            if len(heads) < len(buffers) - len(caught_up):
+                return out  # a partition ran dry during this release: its fetch state must be asked again
             if not heads:
-                self._blocked_since = None
                 return out
-            waiting = any(not b and not self._caught_up(tp) for tp, b in buffers.items())
-            if waiting:
-                if self._blocked_since is None:
-                    self._blocked_since = now
-                if now - self._blocked_since < self._max_idle:
-                    return out
             out.append(min(heads, key=lambda b: b[0][0]).popleft()[1])
 
 
+class Outbox:
+    """Records for one transaction, gathered per topic partition and sent as whole batches (aiokafka's fast path)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._batches: dict[tuple[str, int], Any] = {}
+        self._sent: list[Any] = []
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        """Queue one record; a full batch is sent straight away."""
+        batch = self._batches.get((topic, partition))
+        if batch is None:
+            batch = self._batches[(topic, partition)] = self._producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            self._sent.append(await self._producer.send_batch(batch, topic, partition=partition))
+            batch = self._batches[(topic, partition)] = self._producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a Kafka batch")
+
+    async def flush(self) -> None:
+        """Send every partly filled batch and wait until the broker has every record."""
+        for (topic, partition), batch in self._batches.items():
+            if batch.record_count():
+                self._sent.append(await self._producer.send_batch(batch, topic, partition=partition))
+        self._batches.clear()
+        if self._sent:
+            await asyncio.gather(*self._sent)
+        self._sent.clear()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partition for a key (murmur2), so a key always lands where keyed producers put it."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
 class StreamWorker:
-    """The Kafka edge: restore state, then poll → judge → one transaction per poll, until told to stop."""
+    """The Kafka edge: restore state, then poll → judge → one transaction per batch of arrivals, until stopped."""
 
     def __init__(
-        self,
-        settings: Settings,
-        policy: Policy,
-        metrics: WorkerMetrics,
-        *,
-        max_records: int = 2_000,
-        poll_ms: int = 50,
+        self, settings: Settings, policy: Policy, metrics: WorkerMetrics, *, max_records: int = 2_000, poll_ms: int = 50
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -213,10 +270,18 @@ class StreamWorker:
         self.max_records = max_records
         self.poll_ms = poll_ms
         self.group = settings.consumer_group
-        bootstrap = settings.kafka_bootstrap.split(",")
+        self._bootstrap = settings.kafka_bootstrap.split(",")
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.inputs: list[TopicPartition] = []
+        self._partitions: dict[str, int] = {}
+        self._transactions = 0
+
+    async def start(self) -> None:
+        """Connect; the transactional producer fences any earlier worker and aborts what it left open."""
         try:
-            self.consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap,
+            self.consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
                 group_id=self.group,
                 client_id="pupilflow-worker",
                 enable_auto_commit=False,
@@ -224,132 +289,150 @@ class StreamWorker:
                 isolation_level="read_committed",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
             )
-            self.producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
+            await self.consumer.start()
+            self.producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
                 client_id="pupilflow-worker",
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
-                compression_type="gzip",
-                batch_size=256 * 1024,
+                # Measured on loopback (bench/pipeline.py): gzip halved the worker's throughput for bytes
+                # that never leave the machine; set `worker_compression` where the broker is remote.
+                compression_type=self.settings.worker_compression,
+                max_batch_size=512 * 1024,
                 # Fixed: a restarted worker fences the one it replaces and aborts its open transaction.
                 transactional_id=f"{self.group}-0",
                 transaction_timeout_ms=60_000,
             )
-            self.producer.init_transactions()
+            await self.producer.start()
         except KafkaError as exc:
-            raise ServiceUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+            raise ServiceUnavailable(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
+        t = self.topics
+        for topic in (t.flows, t.facts, t.decisions, t.violations, t.dlq, t.changelog):
+            try:
+                found = await self.producer.partitions_for(topic)
+            except KafkaError as exc:
+                raise ServiceUnavailable(f"topic {topic} is not available (run `pupilflow topics`): {exc}") from exc
+            self._partitions[topic] = len(found)
         self.inputs = [
             TopicPartition(topic, p)
             for topic in (self.topics.flows, self.topics.facts)
-            for p in sorted(self.consumer.partitions_for_topic(topic) or ())
+            for p in range(self._partitions[topic])
         ]
-        if not self.inputs:
-            raise ServiceUnavailable(f"topics {self.topics.flows} and {self.topics.facts} do not exist")
-        self._transactions = 0
 
-    def restore(self, progress: Callable[[int], None] | None = None) -> int:
+    async def restore(self, progress: Callable[[int], None] | None = None) -> int:
         """Read the whole changelog (committed records only) into the state; returns the keys restored."""
-        reader = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
             client_id="pupilflow-worker-restore",
             enable_auto_commit=False,
             isolation_level="read_committed",
             group_id=None,
         )
+        await reader.start()
+        records: list[tuple[bytes, bytes | None]] = []
         try:
             changelog = self.topics.changelog
-            parts = [TopicPartition(changelog, p) for p in reader.partitions_for_topic(changelog) or ()]
+            parts = [TopicPartition(changelog, p) for p in range(self._partitions[changelog])]
             reader.assign(parts)
-            reader.seek_to_beginning(*parts)
-            ends = reader.end_offsets(parts)
-            records: list[tuple[bytes, bytes | None]] = []
+            await reader.seek_to_beginning(*parts)
+            ends = await reader.end_offsets(parts)
             pending = {tp for tp in parts if ends[tp] > 0}
             while pending:
-                for batch in reader.poll(timeout_ms=500, max_records=50_000).values():
+                for batch in (await reader.getmany(timeout_ms=500, max_records=50_000)).values():
                     records.extend((r.key, r.value) for r in batch)
                 for tp in list(pending):
-                    if reader.position(tp) >= ends[tp]:
+                    if await reader.position(tp) >= ends[tp]:
                         pending.discard(tp)
                 if progress is not None:
                     progress(len(records))
         finally:
-            reader.close()
+            await reader.stop()
         restored = self.state.restore(records)
         self.metrics.restored_keys.set(restored)
         self.metrics.open_flows.set(self.state.open_flows())
         return restored
 
-    def start_consuming(self) -> None:
-        """Assign every input partition and resume from the group's committed offsets."""
-        self.consumer.assign(self.inputs)
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll and process until `stop` is set; each batch of released arrivals is one transaction."""
+        consumer = self.consumer
+        assert consumer is not None, "start() first"
+        consumer.assign(self.inputs)
         for tp in self.inputs:
-            committed = self.consumer.committed(tp)
+            committed = await consumer.committed(tp)
             if committed is None:
-                self.consumer.seek_to_beginning(tp)
+                await consumer.seek_to_beginning(tp)
             else:
-                self.consumer.seek(tp, committed)
-
-    def run(self, should_stop: Callable[[], bool]) -> None:
-        """Poll and process until `should_stop()`; each poll is one transaction."""
-        self.start_consuming()
-        arrivals = Arrivals(self.inputs, self._caught_up)
-        lag_every = 0
-        while not should_stop():
-            room = max(1, self.max_records - len(arrivals))
-            arrivals.add(self.consumer.poll(timeout_ms=self.poll_ms, max_records=room))
-            ready = arrivals.release(time.monotonic())
+                consumer.seek(tp, committed)
+        arrivals = Arrivals(self.inputs)
+        last_lag = 0.0
+        while not stop.is_set():
+            arrivals.add(await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records))
+            pause, resume = arrivals.flow_control()
+            if pause:
+                consumer.pause(*pause)
+            if resume:
+                consumer.resume(*resume)
+            caught_up = {tp: await self._caught_up(tp) for tp in arrivals.empty()}
+            ready = arrivals.release(caught_up, time.monotonic())
             if ready:
-                self.process(ready)
-            lag_every += 1
-            if lag_every >= 20:
-                lag_every = 0
-                self._observe_lag()
+                await self.process(ready)
+            if time.monotonic() - last_lag >= 1.0:
+                last_lag = time.monotonic()
+                await self._observe_lag()
 
-    def _caught_up(self, tp: TopicPartition) -> bool:
-        highwater = self.consumer.highwater(tp)
-        return highwater is not None and self.consumer.position(tp) >= highwater
+    async def _caught_up(self, tp: TopicPartition) -> bool | None:
+        assert self.consumer is not None
+        end = self.consumer.last_stable_offset(tp)
+        if end is None:
+            end = self.consumer.highwater(tp)
+        if end is None:
+            return None
+        return bool(await self.consumer.position(tp) >= end)
 
-    def process(self, records: list[Any]) -> None:
+    async def process(self, records: list[Any]) -> None:
         """Judge records in arrival order and commit everything they produced in one transaction."""
+        producer = self.producer
+        assert producer is not None, "start() first"
         started = time.perf_counter()
         out: list[Send] = []
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        count = 0
+        offsets: dict[TopicPartition, int] = {}
         for record in records:
             self.judge.handle(record, out)
-            offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(record.offset + 1, "", -1)
-            count += 1
+            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self._transactions += 1
         changes = self.state.changes(f"{int(time.time() * 1000)}-{self._transactions}")
-        producer = self.producer
-        producer.begin_transaction()
+        changelog = self.topics.changelog
+        changelog_partitions = self._partitions[changelog]
+        await producer.begin_transaction()
+        outbox = Outbox(producer)
         for topic, key, value in out:
-            producer.send(topic, key=key, value=value)
+            await outbox.add(topic, partition_of(key or b"", self._partitions[topic]), key, value)
         for key, value in changes:
-            producer.send(self.topics.changelog, key=key, value=value)
-        producer.send_offsets_to_transaction(offsets, self.group)
-        producer.commit_transaction()
+            await outbox.add(changelog, zlib.crc32(key) % changelog_partitions, key, value)
+        await outbox.flush()
+        await producer.send_offsets_to_transaction(offsets, self.group)
+        await producer.commit_transaction()
         self.judge.committed(time.time())
         self.metrics.transaction_seconds.observe(time.perf_counter() - started)
-        self.metrics.transaction_events.observe(count)
+        self.metrics.transaction_events.observe(len(records))
         self.metrics.open_flows.set(self.state.open_flows())
         for connector, tracker in self.state.sequences.items():
             self.metrics.sequence_missing.labels(connector=connector).set(tracker.missing())
 
-    def _observe_lag(self) -> None:
-        try:
-            ends = self.consumer.end_offsets(self.inputs)
-        except KafkaError:
-            return
+    async def _observe_lag(self) -> None:
+        assert self.consumer is not None
         lag: dict[str, int] = {self.topics.flows: 0, self.topics.facts: 0}
         for tp in self.inputs:
-            position = self.consumer.position(tp)
-            lag[tp.topic] += max(0, ends.get(tp, 0) - (position or 0))
+            end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
+            if end is not None:
+                lag[tp.topic] += max(0, end - await self.consumer.position(tp))
         for topic, value in lag.items():
             self.metrics.consumer_lag.labels(topic=topic).set(value)
 
-    def close(self) -> None:
-        """Close the Kafka clients (an open transaction, if any, is aborted by the broker or the next start)."""
-        self.consumer.close()
-        self.producer.close(timeout=10)
+    async def close(self) -> None:
+        """Stop the Kafka clients (an open transaction is aborted by the broker, or fenced by the next start)."""
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()

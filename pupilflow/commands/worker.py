@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
-import threading
 import time
 from typing import Any
 
 from prometheus_client import start_http_server
 
 from pupilflow.topics import ensure_topics
-from schemas.policy import load_policy
+from schemas.policy import Policy, load_policy
 from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
 from streams.worker import StreamWorker
@@ -35,31 +35,37 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # A missing source topic would leave the worker idle; create the topics (idempotent) first.
     ensure_topics(settings)
     policy = load_policy(settings.policy_dir)
+    return asyncio.run(_serve(settings, policy))
+
+
+async def _serve(settings: Settings, policy: Policy) -> int:
     metrics = WorkerMetrics()
     worker = StreamWorker(settings, policy, metrics)
-    stop = threading.Event()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
 
     def progress(records: int) -> None:
         print(f"\rrestoring state: {records:,} changelog records", end="", file=sys.stderr, flush=True)
 
     try:
-        restored = worker.restore(progress)
+        await worker.start()
+        restored = await worker.restore(progress)
         log.info(
             "state restored: %d keys, %d open flows in %.1fs (policy %s)",
-            restored, worker.state.open_flows(), time.monotonic() - started, policy.digest[:12],
+            restored, worker.state.open_flows(), time.monotonic() - started, policy.digest[:19],
         )  # fmt: skip
         # Served only once the state is back, so "ready" means ready to judge.
         start_http_server(settings.worker_web_port, addr="127.0.0.1", registry=metrics.registry)
-        worker.run(stop.is_set)
+        await worker.run(stop)
     except Exception:
         # A violation is a value; an exception here is a bug or an outage. Stop loudly: nothing of the open
         # transaction is committed, so a fixed worker judges the same events again after restoring.
         log.critical("the worker failed; stopping the worker", exc_info=True)
         return 1
     finally:
-        worker.close()
+        await worker.close()
     log.info("worker stopped")
     return 0

@@ -1,21 +1,43 @@
-"""The worker's metrics exist before the first event, so alert rules see the first violation."""
+"""The worker's metrics exist before the first event, so alert rules see the first violation; labels stay bounded."""
 
 from __future__ import annotations
 
 from prometheus_client import generate_latest
 
 from schemas.decisions import ReasonCode
-from streams.metrics import WorkerMetrics
+from streams.metrics import KNOWN_CONNECTORS, MAX_CONNECTORS, WorkerMetrics
 
 
-def test_every_reason_code_is_exposed_at_zero_from_the_start() -> None:
+def test_every_reason_code_is_exposed_at_zero_from_the_start_for_every_recipient_group() -> None:
     text = generate_latest(WorkerMetrics().registry).decode()
     for reason in ReasonCode:
-        assert f'pupilflow_violations_total{{reason="{reason.value}"}} 0.0' in text
+        for group in ("statutory", "processor", "unregistered"):
+            assert f'pupilflow_violations_total{{group="{group}",reason="{reason.value}"}} 0.0' in text
     assert 'pupilflow_decisions_total{verdict="violation"} 0.0' in text
+    assert 'pupilflow_events_in_total{connector="ctf",kind="flow"} 0.0' in text
 
 
 def test_two_workers_in_one_process_do_not_share_counters() -> None:
     first, second = WorkerMetrics(), WorkerMetrics()
     first.decisions.labels(verdict="allowed").inc()
     assert second.decisions.labels(verdict="allowed")._value.get() == 0
+
+
+def test_connector_names_beyond_the_cap_share_one_label() -> None:
+    metrics = WorkerMetrics()
+    for n in range(MAX_CONNECTORS + 20):
+        metrics.event_in("flow", f"client-{n}")
+    text = generate_latest(metrics.registry).decode()
+    connectors = {
+        line.split('connector="')[1].split('"')[0] for line in text.splitlines() if "events_in_total{" in line
+    }
+    assert len(connectors) == MAX_CONNECTORS + 1  # the cap, plus `other`
+    overflow = MAX_CONNECTORS + 20 - (MAX_CONNECTORS - len(KNOWN_CONNECTORS))
+    assert f'pupilflow_events_in_total{{connector="other",kind="flow"}} {overflow}.0' in text
+
+
+def test_a_violation_is_counted_under_its_reason_and_group() -> None:
+    metrics = WorkerMetrics()
+    metrics.violation("NO_CONSENT", "processor")
+    text = generate_latest(metrics.registry).decode()
+    assert 'pupilflow_violations_total{group="processor",reason="NO_CONSENT"} 1.0' in text
