@@ -72,7 +72,7 @@ class StreamState(Replayer):
         super().__init__(policy, lateness)
         self.sequences: dict[str, SequenceTracker] = {}
         self._dirty: dict[bytes, bytes | None] = {}
-        self._fresh: list[bytes] = []  # this transaction's new flows, as `b:` lines
+        self._fresh: dict[str, bytes] = {}  # this transaction's new flows, as `b:` lines by flow id
         self._batch_of: dict[str, _Batch] = {}
         self._rewritten: set[str] = set()  # flows with their own `f:` entry
         self._arrived: dict[str, int] = {}
@@ -122,8 +122,11 @@ class StreamState(Replayer):
             if decisions:
                 arrived = to_us(self.watermark) if self.watermark is not None else 0
                 self._arrived[event.event_id] = arrived
-                flow_json = raw if raw is not None else event.model_dump_json().encode()
-                self._fresh.append(b"%d\t%s\t%s" % (arrived, flow_json, payloads[0]))
+                # The raw JSON as received is kept when it is one line: tabs and newlines separate the entries.
+                flow_json = raw if raw is not None and b"\n" not in raw and b"\t" not in raw else None
+                if flow_json is None:
+                    flow_json = event.model_dump_json().encode()
+                self._fresh[event.event_id] = b"%d\t%s\t%s" % (arrived, flow_json, payloads[0])
             return outcome
         if isinstance(event, SharingAgreement | AgreementTerminated | NoticeVersionPublished):
             self._dirty[b"x:" + event.event_id.encode()] = event.model_dump_json().encode()
@@ -143,6 +146,8 @@ class StreamState(Replayer):
     def forgotten(self, flow_id: str) -> None:
         """A flow left the lateness window: drop its changelog entries once nothing in them is open."""
         self._arrived.pop(flow_id, None)
+        if self._fresh.pop(flow_id, None) is not None:
+            return  # closed in the transaction it arrived in: never written, so nothing to delete
         if flow_id in self._rewritten:
             self._rewritten.discard(flow_id)
             self._dirty[b"f:" + flow_id.encode()] = None
@@ -155,13 +160,13 @@ class StreamState(Replayer):
     def changes(self, batch_id: str) -> list[Change]:
         """What changed since the last call, as changelog records; `batch_id` names this transaction's flows."""
         if self._fresh:
-            for part, lines in enumerate(_chunks(self._fresh, _CHUNK_BYTES)):
+            for part, chunk in enumerate(_chunks(list(self._fresh.items()), _CHUNK_BYTES)):
                 key = b"b:%s.%d" % (batch_id.encode(), part)
-                self._dirty[key] = b"\n".join(lines)
-                batch = _Batch(key, len(lines))
-                for line in lines:
-                    self._batch_of[_flow_id_of(line)] = batch
-            self._fresh = []
+                self._dirty[key] = b"\n".join(line for _, line in chunk)
+                batch = _Batch(key, len(chunk))
+                for flow_id, _ in chunk:
+                    self._batch_of[flow_id] = batch
+            self._fresh = {}
         if self._watermark_moved and self.watermark is not None:
             self._dirty[b"w:"] = str(to_us(self.watermark)).encode()
         self._watermark_moved = False
@@ -178,9 +183,10 @@ class StreamState(Replayer):
     def discard_changes(self) -> None:
         """Forget unsent changes (the transaction they belonged to was aborted; the process restarts)."""
         self._dirty.clear()
-        self._fresh = []
+        self._fresh = {}
         self._new_ids = []
         self._moved.clear()
+        self._watermark_moved = False
 
     def open_flow(self, flow_id: str) -> DataFlow | None:
         """A flow still inside the lateness window, or None."""
@@ -228,9 +234,12 @@ class StreamState(Replayer):
             elif kind == b"f":
                 overrides[name.decode()] = _split(value)
         entries.update(overrides)
+        horizon = to_us(self.watermark) if self.watermark is not None else None
         for flow_id, (arrived, flow_json, decision_json) in sorted(entries.items(), key=lambda kv: kv[1][0]):
             flow = parse_event(flow_json)
             assert isinstance(flow, DataFlow)
+            if horizon is not None and max(to_us(flow.occurred_at), arrived) + self._lateness_us < horizon:
+                continue  # closed before the last commit; its batch is kept only for the flows still open
             decision = Decision.model_validate_json(decision_json)
             self._reopen(flow, decision, arrived)
             if flow_id in overrides:
@@ -258,15 +267,15 @@ _CHUNK_BYTES = 512 * 1024
 """Largest `b:` value: Kafka refuses records over its 1 MiB default (`message.max.bytes`)."""
 
 
-def _chunks(lines: list[bytes], limit: int) -> list[list[bytes]]:
-    chunks: list[list[bytes]] = [[]]
+def _chunks(entries: list[tuple[str, bytes]], limit: int) -> list[list[tuple[str, bytes]]]:
+    chunks: list[list[tuple[str, bytes]]] = [[]]
     size = 0
-    for line in lines:
-        if size + len(line) > limit and chunks[-1]:
+    for entry in entries:
+        if size + len(entry[1]) > limit and chunks[-1]:
             chunks.append([])
             size = 0
-        chunks[-1].append(line)
-        size += len(line) + 1
+        chunks[-1].append(entry)
+        size += len(entry[1]) + 1
     return chunks
 
 

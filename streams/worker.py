@@ -149,12 +149,18 @@ class Judge:
         self._sent_at.clear()
 
 
-def arrival_key(record: Any) -> tuple[int, bytes]:
-    """Order of arrival: the producer timestamp, then the event's own `emitted_at` text for events in the same ms."""
+def arrival_key(record: Any) -> tuple[int, float]:
+    """Order of arrival: the producer timestamp, then the event's own `emitted_at` for events in the same ms."""
     value = record.value if isinstance(record.value, bytes) else b""
     at = value.find(b'"emitted_at":"')
-    stamp = value[at + 14 : value.find(b'"', at + 14)] if at >= 0 else b""
-    return record.timestamp, stamp
+    if at < 0:
+        return record.timestamp, 0.0
+    try:
+        # Compared as instants: "10:00:00Z" and "10:00:00.5Z" do not sort as text does.
+        emitted = datetime.fromisoformat(value[at + 14 : value.find(b'"', at + 14)].decode()).timestamp()
+    except (ValueError, UnicodeDecodeError):
+        emitted = 0.0  # an unreadable event: the judge dead-letters it in its place
+    return record.timestamp, emitted
 
 
 class Arrivals:
@@ -168,7 +174,7 @@ class Arrivals:
     """
 
     def __init__(self, partitions: list[Any], *, high: int = 4_000, low: int = 1_000, max_unknown_s: float = 1.0):
-        self._buffers: dict[Any, deque[tuple[tuple[int, bytes], Any]]] = {tp: deque() for tp in partitions}
+        self._buffers: dict[Any, deque[tuple[tuple[int, float], Any]]] = {tp: deque() for tp in partitions}
         self.high, self.low = high, low
         self._max_unknown = max_unknown_s
         self._unknown_since: float | None = None

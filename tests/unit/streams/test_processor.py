@@ -418,12 +418,6 @@ def test_after_discard_changes_nothing_but_the_watermark_is_left_to_write(regist
 # --- bugs --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG streams/processor.py StreamState.handle: the raw flow JSON goes verbatim into the tab- and "
-    "newline-separated `b:` line, so a valid flow sent with a newline or tab in its whitespace (pretty-printed) "
-    "makes restore() fail in `_split` (ValueError: not enough values to unpack)",
-)
 def test_a_pretty_printed_flow_does_not_break_the_changelog(register: Policy) -> None:
     state = StreamState(register, DAY)
     f = music_flow("2024-06-03T10:00Z", "p-1", "f-1")
@@ -434,12 +428,6 @@ def test_a_pretty_printed_flow_does_not_break_the_changelog(register: Policy) ->
     assert restored.open_flow("f-1") == f
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG streams/processor.py forgotten()/changes(): a flow whose window closes in the same transaction it "
-    "arrived in is not yet in `_batch_of` when forgotten() runs, so changes() then counts it open in its `b:` batch "
-    "and that key is never tombstoned (the changelog leaks; a restore reopens the closed flow)",
-)
 def test_a_flow_closing_in_its_own_transaction_does_not_keep_its_batch_forever(register: Policy) -> None:
     state = StreamState(register, DAY)
     state.handle(music_flow("2024-06-03T10:00Z", "p-1", "f-1"))
@@ -465,12 +453,6 @@ def live(log: Iterable[Change]) -> dict[bytes, bytes]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (same cause as above): with several events per transaction the sample's flows that close inside "
-    "their own transaction are written to `b:` lines anyway, restore() reopens them (until the next event expires "
-    "them) and their `b:` keys stay live in the compacted changelog forever",
-)
 def test_no_closed_flow_is_reopened_by_a_restore_and_closed_batches_are_deleted(register: Policy) -> None:
     a = StreamState(register, DAY)
     log = run_transactions(a, EVENTS, 3, "a")
