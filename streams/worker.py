@@ -164,20 +164,34 @@ def arrival_key(record: Any) -> tuple[int, float]:
 
 
 class Arrivals:
-    """Per-partition buffers merged into one arrival order across every input partition (as Kafka Streams does).
+    """Per-partition buffers released in arrival order within each group of partitions (a Kafka Streams task).
 
-    The head record is released only when every input partition with nothing buffered has nothing more to
-    fetch either, so a fact is never overtaken by a flow sent after it just because the flows partition was
-    fetched first. A partition whose end is still unknown (never fetched) holds the others up for at most
-    `max_unknown_s`. A partition with `high` records buffered is paused until it drains below `low`, so one
-    busy partition cannot starve the fetches of the others or grow the buffers without bound.
+    The worker groups the flows and facts partitions of the same number: they hold the same subjects. Within a
+    group, the head record is released only when every partition of the group with nothing buffered has nothing
+    more to fetch either, so a fact is never overtaken by a flow of the same subject sent after it just because
+    the flows partition was fetched first. Groups do not wait for each other, so a busy partition never stalls
+    the rest. (An agreement, keyed by recipient, can still be overtaken by a flow of another partition; applying
+    it late re-judges the flows it bears on, as any late fact does.) A partition whose end is still unknown
+    (never fetched) holds its group up for at most `max_unknown_s`. A partition with `high` records buffered
+    is paused until it drains below `low`, so buffers never grow without bound.
     """
 
-    def __init__(self, partitions: list[Any], *, high: int = 4_000, low: int = 1_000, max_unknown_s: float = 1.0):
+    def __init__(
+        self,
+        partitions: list[Any],
+        *,
+        group_of: Callable[[Any], Any] = lambda tp: 0,
+        high: int = 4_000,
+        low: int = 1_000,
+        max_unknown_s: float = 1.0,
+    ) -> None:
         self._buffers: dict[Any, deque[tuple[tuple[int, float], Any]]] = {tp: deque() for tp in partitions}
+        self._groups: dict[Any, list[Any]] = {}
+        for tp in partitions:
+            self._groups.setdefault(group_of(tp), []).append(tp)
         self.high, self.low = high, low
         self._max_unknown = max_unknown_s
-        self._unknown_since: float | None = None
+        self._unknown_since: dict[Any, float] = {}
         self.paused: set[Any] = set()
 
     def add(self, records: dict[Any, list[Any]]) -> None:
@@ -189,8 +203,13 @@ class Arrivals:
         return sum(len(b) for b in self._buffers.values())
 
     def empty(self) -> list[Any]:
-        """The partitions with nothing buffered (whose fetch state decides what may be released)."""
-        return [tp for tp, b in self._buffers.items() if not b]
+        """The partitions with nothing buffered in a group that has something buffered (their fetch state matters)."""
+        buffers = self._buffers
+        out = []
+        for members in self._groups.values():
+            if any(buffers[tp] for tp in members):
+                out += [tp for tp in members if not buffers[tp]]
+        return out
 
     def flow_control(self) -> tuple[list[Any], list[Any]]:
         """(partitions to pause, partitions to resume) for the buffers' fill levels."""
@@ -201,29 +220,37 @@ class Arrivals:
         return pause, resume
 
     def release(self, caught_up: dict[Any, bool | None], now: float) -> list[Any]:
-        """The records that can be handled now, in arrival order.
+        """The records that can be handled now, in arrival order within each group.
 
-        `caught_up[tp]` for each empty partition: True when it has nothing more to fetch, False when it has,
-        None when that is not known yet.
+        `caught_up[tp]` for each partition of `empty()`: True when it has nothing more to fetch, False when it
+        has, None when that is not known yet.
         """
         out: list[Any] = []
-        buffers = self._buffers
-        known_behind = any(state is False for state in caught_up.values())
-        unknown = any(state is None for state in caught_up.values())
-        if unknown:
-            if self._unknown_since is None:
-                self._unknown_since = now
-            unknown = now - self._unknown_since < self._max_unknown
+        for group, members in self._groups.items():
+            self._release_group(group, members, caught_up, now, out)
+        return out
+
+    def _release_group(
+        self, group: Any, members: list[Any], caught_up: dict[Any, bool | None], now: float, out: list[Any]
+    ) -> None:
+        buffers = [self._buffers[tp] for tp in members]
+        states = [caught_up.get(tp) for tp, b in zip(members, buffers, strict=True) if not b]
+        if len(states) == len(members):
+            self._unknown_since.pop(group, None)
+            return  # nothing buffered
+        if any(state is False for state in states):
+            return
+        if any(state is None for state in states):
+            since = self._unknown_since.setdefault(group, now)
+            if now - since < self._max_unknown:
+                return
         else:
-            self._unknown_since = None
-        if known_behind or unknown:
-            return out
+            self._unknown_since.pop(group, None)
+        waiting_on = len(members) - len(states)  # the partitions with something buffered
         while True:
-            heads = [b for b in buffers.values() if b]
-            if len(heads) < len(buffers) - len(caught_up):
-                return out  # a partition ran dry during this release: its fetch state must be asked again
-            if not heads:
-                return out
+            heads = [b for b in buffers if b]
+            if len(heads) < waiting_on or not heads:
+                return  # a partition ran dry during this release: its fetch state must be asked again
             out.append(min(heads, key=lambda b: b[0][0]).popleft()[1])
 
 
@@ -370,7 +397,8 @@ class StreamWorker:
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, committed)
-        arrivals = Arrivals(self.inputs)
+        # Flows and facts partitions of the same number hold the same subjects: one arrival order each.
+        arrivals = Arrivals(self.inputs, group_of=lambda tp: tp.partition)
         last_lag = 0.0
         while not stop.is_set():
             arrivals.add(await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records))

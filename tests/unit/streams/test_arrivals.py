@@ -324,3 +324,14 @@ def test_committed_observes_the_latency_of_each_pending_decision(harness: Harnes
     assert harness.metric('pupilflow_decision_latency_seconds_bucket{le="0.025"} 1.0')
     harness.judge.committed(f.emitted_at.timestamp() + 100)
     assert harness.metric("pupilflow_decision_latency_seconds_count 1.0")  # nothing pending any more
+
+
+def test_a_group_waiting_on_its_facts_partition_does_not_hold_up_another_group() -> None:
+    other_facts = ("pupilflow.facts", 1)
+    arrivals = Arrivals([FLOWS, FACTS, OTHER, other_facts], group_of=lambda tp: tp[1])
+    arrivals.add({FLOWS: [rec(FLOWS, 1)], OTHER: [rec(OTHER, 2)]})
+    assert sorted(arrivals.empty()) == sorted([FACTS, other_facts])
+    # partition 0's facts still have something to fetch; partition 1's are caught up
+    released = arrivals.release({FACTS: False, other_facts: True}, now=0.0)
+    assert stamps(released) == [2]
+    assert stamps(arrivals.release({FACTS: True}, now=0.0)) == [1]
