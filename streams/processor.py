@@ -75,7 +75,11 @@ class StreamState(Replayer):
         self._fresh: dict[str, bytes] = {}  # this transaction's new flows, as `b:` lines by flow id
         self._batch_of: dict[str, _Batch] = {}
         self._rewritten: set[str] = set()  # flows with their own `f:` entry
-        self._arrived: dict[str, int] = {}
+        # Open flows as their changelog line (arrival, flow JSON, latest decision JSON), parsed only when a late
+        # fact re-judges one: about a quarter of the memory of the pydantic objects a replay keeps.
+        self._lines: dict[str, bytes] = {}
+        self._raw: bytes | None = None
+        self._opened = b""  # the JSON of the decision `_open` last rendered
         # Every flow id ever judged, as a 12-byte digest in a compact store (about 40 bytes a flow), so a flow
         # re-delivered long after its lateness window closed is still recognised.
         self._seen = SubjectStore()
@@ -93,9 +97,10 @@ class StreamState(Replayer):
         """
         if not isinstance(event, DataFlow):
             return False
-        known = self._flows.get(event.event_id)
-        if known is not None:
-            if known != event:
+        line = self._lines.get(event.event_id)
+        if line is not None:
+            _, known, _ = _split(line)
+            if known != self._raw and parse_event(known) != event:
                 raise ValueError(f"event_id {event.event_id!r} reused with a different payload")
             return True
         digest = _digest(event.event_id)
@@ -114,38 +119,53 @@ class StreamState(Replayer):
             tracker = self.sequences[event.source.connector] = SequenceTracker()
         outcome.missing = tracker.see(event.source.sequence)
         self._moved.add(event.source.connector)
-        decisions = self.feed(event)
+        # The raw JSON as received is kept when it is one line: tabs and newlines separate a line's fields.
+        self._raw = raw if raw is not None and b"\n" not in raw and b"\t" not in raw else None
+        try:
+            decisions = self.feed(event)
+        finally:
+            self._raw = None
         outcome.decisions = decisions
-        outcome.payloads = payloads = [d.to_json_bytes() for d in decisions]
         self._watermark_moved = True
         if isinstance(event, DataFlow):
             if decisions:
-                arrived = to_us(self.watermark) if self.watermark is not None else 0
-                self._arrived[event.event_id] = arrived
-                # The raw JSON as received is kept when it is one line: tabs and newlines separate the entries.
-                flow_json = raw if raw is not None and b"\n" not in raw and b"\t" not in raw else None
-                if flow_json is None:
-                    flow_json = event.model_dump_json().encode()
-                self._fresh[event.event_id] = b"%d\t%s\t%s" % (arrived, flow_json, payloads[0])
+                outcome.payloads = [self._opened]  # rendered once, by `_open`
             return outcome
+        outcome.payloads = [d.to_json_bytes() for d in decisions]
         if isinstance(event, SharingAgreement | AgreementTerminated | NoticeVersionPublished):
             self._dirty[b"x:" + event.event_id.encode()] = event.model_dump_json().encode()
         else:
             subject = event.subject.id
             self._dirty[b"s:" + subject.encode()] = self.state.subject(subject).to_bytes()
-        for decision, payload in zip(decisions, payloads, strict=True):
+        for decision in decisions:
             flow_id = decision.flow_event_id
             self._rewritten.add(flow_id)
-            flow = self._flows[flow_id]
-            self._dirty[b"f:" + flow_id.encode()] = b"%d\t%s\t%s" % (
-                self._arrived.get(flow_id, 0), flow.model_dump_json().encode(), payload,
-            )  # fmt: skip
+            self._dirty[b"f:" + flow_id.encode()] = self._lines[flow_id]
         outcome.superseding = len(decisions)
         return outcome
 
-    def forgotten(self, flow_id: str) -> None:
+    def _open(self, flow: DataFlow, decision: Decision) -> None:
+        arrived = to_us(self.watermark) if self.watermark is not None else 0
+        flow_json = self._raw if self._raw is not None else flow.model_dump_json().encode()
+        self._opened = decision.to_json_bytes()
+        self._lines[flow.event_id] = self._fresh[flow.event_id] = b"%d\t%s\t%s" % (arrived, flow_json, self._opened)
+
+    def _open_flow(self, flow_id: str) -> tuple[DataFlow, Decision] | None:
+        line = self._lines.get(flow_id)
+        if line is None:
+            return None
+        _, flow_json, decision_json = _split(line)
+        flow = parse_event(flow_json)
+        assert isinstance(flow, DataFlow)
+        return flow, Decision.model_validate_json(decision_json)
+
+    def _supersede(self, flow_id: str, decision: Decision) -> None:
+        arrived, flow_json, _ = _split(self._lines[flow_id])
+        self._lines[flow_id] = b"%d\t%s\t%s" % (arrived, flow_json, decision.to_json_bytes())
+
+    def _close(self, flow_id: str) -> None:
         """A flow left the lateness window: drop its changelog entries once nothing in them is open."""
-        self._arrived.pop(flow_id, None)
+        self._lines.pop(flow_id, None)
         if self._fresh.pop(flow_id, None) is not None:
             return  # closed in the transaction it arrived in: never written, so nothing to delete
         if flow_id in self._rewritten:
@@ -190,11 +210,12 @@ class StreamState(Replayer):
 
     def open_flow(self, flow_id: str) -> DataFlow | None:
         """A flow still inside the lateness window, or None."""
-        return self._flows.get(flow_id)
+        found = self._open_flow(flow_id)
+        return None if found is None else found[0]
 
     def open_flows(self) -> int:
         """How many flows are still inside the lateness window."""
-        return len(self._flows)
+        return len(self._lines)
 
     # --- restoring --------------------------------------------------------------------------------------------
 
@@ -206,8 +227,8 @@ class StreamState(Replayer):
                 latest.pop(key, None)
             else:
                 latest[key] = value
-        entries: dict[str, tuple[int, bytes, bytes]] = {}
-        overrides: dict[str, tuple[int, bytes, bytes]] = {}
+        entries: dict[str, bytes] = {}
+        overrides: dict[str, bytes] = {}
         batches: dict[bytes, list[str]] = {}
         for key, value in latest.items():
             kind, _, name = key.partition(b":")
@@ -224,42 +245,35 @@ class StreamState(Replayer):
             elif kind == b"b":
                 ids = batches.setdefault(key, [])
                 for line in value.split(b"\n"):
-                    entry = _split(line)
                     flow_id = _flow_id_of(line)
-                    entries[flow_id] = entry
+                    entries[flow_id] = line
                     ids.append(flow_id)
             elif kind == b"d":
                 for at in range(0, len(value), _DIGEST):
                     self._seen.put(value[at : at + _DIGEST].hex(), b"")
             elif kind == b"f":
-                overrides[name.decode()] = _split(value)
+                overrides[name.decode()] = value
         entries.update(overrides)
         horizon = to_us(self.watermark) if self.watermark is not None else None
-        for flow_id, (arrived, flow_json, decision_json) in sorted(entries.items(), key=lambda kv: kv[1][0]):
+        for flow_id, line in sorted(entries.items(), key=lambda kv: _split(kv[1])[0]):
+            arrived, flow_json, _ = _split(line)
             flow = parse_event(flow_json)
             assert isinstance(flow, DataFlow)
-            if horizon is not None and max(to_us(flow.occurred_at), arrived) + self._lateness_us < horizon:
+            expires = max(to_us(flow.occurred_at), arrived) + self._lateness_us
+            if horizon is not None and expires < horizon:
                 continue  # closed before the last commit; its batch is kept only for the flows still open
-            decision = Decision.model_validate_json(decision_json)
-            self._reopen(flow, decision, arrived)
+            self.state.remember_flow(flow, from_us(arrived))
+            self._lines[flow_id] = line
+            heapq.heappush(self._expiry, (expires, flow_id))
             if flow_id in overrides:
                 self._rewritten.add(flow_id)
         for key, ids in batches.items():
             batch = _Batch(key, 0)
             for flow_id in ids:
-                if flow_id in self._flows:
+                if flow_id in self._lines:
                     self._batch_of[flow_id] = batch
                     batch.open += 1
         return len(latest)
-
-    def _reopen(self, flow: DataFlow, decision: Decision, arrived: int) -> None:
-        now = from_us(arrived)
-        self.state.remember_flow(flow, now)
-        self._flows[flow.event_id] = flow
-        self._latest[flow.event_id] = decision
-        self._arrived[flow.event_id] = arrived
-        expires = max(to_us(flow.occurred_at), arrived) + self._lateness_us
-        heapq.heappush(self._expiry, (expires, flow.event_id))
 
 
 _DIGEST = 12

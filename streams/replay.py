@@ -121,16 +121,29 @@ class Replayer:
         horizon = to_us(now)
         while self._expiry and self._expiry[0][0] < horizon:
             _, flow_id = heapq.heappop(self._expiry)
-            self._flows.pop(flow_id, None)
-            self._latest.pop(flow_id, None)
-            self.forgotten(flow_id)
+            self._close(flow_id)
         self._events += 1
         if self._events % 10_000 == 0:
             self.state.expire(now)  # keeps the per-subject flow references bounded by the window
         return now
 
-    def forgotten(self, flow_id: str) -> None:
-        """Called when a flow's lateness window closes and it is no longer re-evaluated (a hook for the stream)."""
+    # How open flows are kept: objects here; `streams.processor.StreamState` keeps their JSON instead.
+
+    def _open(self, flow: DataFlow, decision: Decision) -> None:
+        self._flows[flow.event_id] = flow
+        self._latest[flow.event_id] = decision
+
+    def _open_flow(self, flow_id: str) -> tuple[DataFlow, Decision] | None:
+        flow = self._flows.get(flow_id)
+        previous = self._latest.get(flow_id)
+        return None if flow is None or previous is None else (flow, previous)
+
+    def _supersede(self, flow_id: str, decision: Decision) -> None:
+        self._latest[flow_id] = decision
+
+    def _close(self, flow_id: str) -> None:
+        self._flows.pop(flow_id, None)
+        self._latest.pop(flow_id, None)
 
     def feed(self, event: Event) -> list[Decision]:
         """Apply one event; returns the decisions it produced (none for a duplicate or a fact that changes none)."""
@@ -141,8 +154,7 @@ class Replayer:
         if isinstance(event, DataFlow):
             decision = evaluate(event, self.state, self.policy, decided_at=max(now, event.emitted_at))
             self.state.remember_flow(event, now)
-            self._flows[event.event_id] = event
-            self._latest[event.event_id] = decision
+            self._open(event, decision)
             expires = max(to_us(event.occurred_at), to_us(now)) + self._lateness_us
             heapq.heappush(self._expiry, (expires, event.event_id))
             return [decision]
@@ -151,10 +163,10 @@ class Replayer:
             return []
         produced = []
         for flow_id in affected:
-            flow = self._flows.get(flow_id)
-            previous = self._latest.get(flow_id)
-            if flow is None or previous is None:
+            found = self._open_flow(flow_id)
+            if found is None:
                 continue
+            flow, previous = found
             fresh = evaluate(
                 flow,
                 self.state,
@@ -164,7 +176,7 @@ class Replayer:
                 revision=previous.revision + 1,
             )
             if _verdict_changed(previous, fresh):
-                self._latest[flow_id] = fresh
+                self._supersede(flow_id, fresh)
                 produced.append(fresh)
         return produced
 

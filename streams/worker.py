@@ -118,8 +118,7 @@ class Judge:
                 self.metrics.supersessions.labels(verdict=decision.verdict).inc()
 
     def _decided(self, decision: Decision, payload: bytes, out: list[Send]) -> None:
-        flow = self.state.open_flow(decision.flow_event_id)
-        key = flow.partition_key() if flow is not None else decision.flow_event_id.encode()
+        key = decision.subject_ids[0].encode()  # the flow's own key: its first subject
         out.append((self.topics.decisions, key, payload))
         self._verdicts[decision.verdict].inc()
         if decision.verdict == "violation":

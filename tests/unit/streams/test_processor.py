@@ -110,7 +110,7 @@ def _check_restore_at(register: Policy, lateness: timedelta, k: int, per_txn: in
     tail_b = feed(b, EVENTS[k:])
     assert tail_b == tail_a, f"restored at event {k} ({per_txn} per transaction) decides differently"
     if k < len(EVENTS):
-        assert sorted(b._flows) == sorted(a._flows)
+        assert sorted(b._lines) == sorted(a._lines)
 
 
 @pytest.mark.parametrize("lateness", [DEFAULT_LATENESS, DAY, 365 * DAY], ids=["48h", "24h", "1y"])
@@ -460,7 +460,7 @@ def test_no_closed_flow_is_reopened_by_a_restore_and_closed_batches_are_deleted(
     b = StreamState(register, DAY)
     b.restore(log)
     assert b.open_flows() == a.open_flows()
-    open_ids = {flow_id.encode() for flow_id in a._flows}
+    open_ids = {flow_id.encode() for flow_id in a._lines}
     for key, value in kept.items():
         if key.startswith(b"b:"):
             assert any(b'"flow_event_id":"%s"' % i in value for i in open_ids), f"{key!r} holds no open flow"
