@@ -55,6 +55,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.admin import KafkaAdminClient  # noqa: E402
 
 from producers.emitter import Emitter  # noqa: E402
+from producers.simulator.story import AGREEMENTS  # noqa: E402
 from pupilflow import children  # noqa: E402
 from pupilflow.children import Child, http_get  # noqa: E402
 from pupilflow.topics import ensure_topics  # noqa: E402
@@ -86,19 +87,6 @@ class Population:
     classes: list[list[str]]  # groups of about 28 pupils of one school and year
 
 
-AGREEMENTS = [
-    ("sims", "art28_contract"),
-    ("cpoms", "art28_contract"),
-    ("parentpay", "art28_contract"),
-    ("cool-milk", "art28_contract"),
-    ("meal-provider", "art28_contract"),
-    ("mathsquest", "art28_contract"),
-    ("quizcloud", "art28_contract"),
-    ("edtech-software", "art28_contract"),
-    ("school-photographer", "art28_contract"),
-    ("peripatetic-music", "dsa"),
-    ("after-school-club", "dsa"),
-]
 
 
 def population(pupils: int, seed: int) -> tuple[Population, list[Event]]:

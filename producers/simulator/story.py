@@ -50,7 +50,7 @@ from schemas.events import (
 V = Violation
 SCHOOLS = (HAWTHORN, ROSE_VALLEY)
 DOMAINS = {HAWTHORN: "hawthornprimary.org.uk", ROSE_VALLEY: "rosevalley.org.uk"}
-_AGREEMENTS = [
+AGREEMENTS = [
     ("sims", "art28_contract"),
     ("cpoms", "art28_contract"),
     ("parentpay", "art28_contract"),
@@ -68,6 +68,7 @@ _AGREEMENTS = [
     ("sais", "dsa"),
     ("insurers", "engagement_terms"),
 ]
+"""The sharing agreements of the simulated Trust: (recipient, agreement type)."""
 CPOMS = ["upn", "forename", "surname", "year_group", "behaviour_points", "sen_status", "attendance"]
 PARENTPAY = ["upn", "forename", "surname", "year_group", "parent_name", "parent_email", "meal_choice", "balance"]
 MEALS = ["forename", "surname", "class", "school", "allergies", "meal_choice"]
@@ -164,7 +165,7 @@ class Story:
         )
         signed = at_london(self.start - timedelta(days=17), 10)
         until = at_london(self.start + timedelta(days=3 * 365), 23, 59)
-        for recipient, kind in _AGREEMENTS:
+        for recipient, kind in AGREEMENTS:
             self._http(
                 at,
                 SharingAgreement,
