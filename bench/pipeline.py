@@ -87,8 +87,6 @@ class Population:
     classes: list[list[str]]  # groups of about 28 pupils of one school and year
 
 
-
-
 def population(pupils: int, seed: int) -> tuple[Population, list[Event]]:
     """`pupils` pupils and their facts, deterministic in `seed`; each connector's sequence numbers run 0, 1, 2..."""
     rnd = random.Random(seed)
