@@ -183,6 +183,7 @@ class Arrivals:
         high: int = 4_000,
         low: int = 1_000,
         max_unknown_s: float = 1.0,
+        max_stale_s: float = 0.2,
     ) -> None:
         self._buffers: dict[Any, deque[tuple[tuple[int, float], Any]]] = {tp: deque() for tp in partitions}
         self._groups: dict[Any, list[Any]] = {}
@@ -191,6 +192,8 @@ class Arrivals:
         self.high, self.low = high, low
         self._max_unknown = max_unknown_s
         self._unknown_since: dict[Any, float] = {}
+        self._max_stale = max_stale_s
+        self._stale_since: dict[Any, float] = {}
         self.paused: set[Any] = set()
 
     def add(self, records: dict[Any, list[Any]]) -> None:
@@ -218,19 +221,29 @@ class Arrivals:
         self.paused.difference_update(resume)
         return pause, resume
 
-    def release(self, caught_up: dict[Any, bool | None], now: float) -> list[Any]:
+    def release(
+        self, caught_up: dict[Any, bool | None], now: float, fetched_at: dict[Any, int | None] | None = None
+    ) -> list[Any]:
         """The records that can be handled now, in arrival order within each group.
 
         `caught_up[tp]` for each partition of `empty()`: True when it has nothing more to fetch, False when it
-        has, None when that is not known yet.
+        has, None when that is not known yet. `fetched_at[tp]` (ms) is when the broker last said so: a record
+        produced after that moment may have company in that partition that the answer could not yet include,
+        so it waits for a fresher answer (at most `max_stale_s`, which bounds what producer clock skew can do).
         """
         out: list[Any] = []
         for group, members in self._groups.items():
-            self._release_group(group, members, caught_up, now, out)
+            self._release_group(group, members, caught_up, fetched_at or {}, now, out)
         return out
 
     def _release_group(
-        self, group: Any, members: list[Any], caught_up: dict[Any, bool | None], now: float, out: list[Any]
+        self,
+        group: Any,
+        members: list[Any],
+        caught_up: dict[Any, bool | None],
+        fetched_at: dict[Any, int | None],
+        now: float,
+        out: list[Any],
     ) -> None:
         buffers = [self._buffers[tp] for tp in members]
         states = [caught_up.get(tp) for tp, b in zip(members, buffers, strict=True) if not b]
@@ -246,11 +259,19 @@ class Arrivals:
         else:
             self._unknown_since.pop(group, None)
         waiting_on = len(members) - len(states)  # the partitions with something buffered
+        answered = [fetched_at.get(tp) for tp, b in zip(members, buffers, strict=True) if not b]
+        fresh_until = min((t for t in answered if t is not None), default=None) if fetched_at else None
         while True:
             heads = [b for b in buffers if b]
             if len(heads) < waiting_on or not heads:
                 return  # a partition ran dry during this release: its fetch state must be asked again
-            out.append(min(heads, key=lambda b: b[0][0]).popleft()[1])
+            head = min(heads, key=lambda b: b[0][0])
+            if fresh_until is not None and head[0][0][0] > fresh_until:
+                since = self._stale_since.setdefault(group, now)
+                if now - since < self._max_stale:
+                    return
+            self._stale_since.pop(group, None)
+            out.append(head.popleft()[1])
 
 
 class Outbox:
@@ -408,8 +429,10 @@ class StreamWorker:
                 consumer.pause(*pause)
             if resume:
                 consumer.resume(*resume)
-            caught_up = {tp: await self._caught_up(tp) for tp in arrivals.empty()}
-            ready = arrivals.release(caught_up, time.monotonic())
+            empty = arrivals.empty()
+            caught_up = {tp: await self._caught_up(tp) for tp in empty}
+            fetched_at = {tp: consumer.last_poll_timestamp(tp) for tp in empty}
+            ready = arrivals.release(caught_up, time.monotonic(), fetched_at)
             if ready:
                 await self.process(ready)
             if time.monotonic() - last_lag >= 1.0:

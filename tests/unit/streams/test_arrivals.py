@@ -335,3 +335,19 @@ def test_a_group_waiting_on_its_facts_partition_does_not_hold_up_another_group()
     released = arrivals.release({FACTS: False, other_facts: True}, now=0.0)
     assert stamps(released) == [2]
     assert stamps(arrivals.release({FACTS: True}, now=0.0)) == [1]
+
+
+def test_a_record_newer_than_the_last_answer_of_an_empty_partition_waits_for_a_fresher_one() -> None:
+    arrivals = Arrivals([FLOWS, FACTS], max_stale_s=0.2)
+    arrivals.add({FLOWS: [rec(FLOWS, 100), rec(FLOWS, 200, 1)]})
+    # The facts partition was last heard of at 150 ms: the record produced at 200 ms may have an earlier fact.
+    assert stamps(arrivals.release({FACTS: True}, now=0.0, fetched_at={FACTS: 150})) == [100]
+    assert arrivals.release({FACTS: True}, now=0.1, fetched_at={FACTS: 150}) == []
+    assert stamps(arrivals.release({FACTS: True}, now=0.1, fetched_at={FACTS: 250})) == [200]
+
+
+def test_a_stale_answer_holds_a_record_back_for_at_most_max_stale() -> None:
+    arrivals = Arrivals([FLOWS, FACTS], max_stale_s=0.2)
+    arrivals.add({FLOWS: [rec(FLOWS, 200)]})
+    assert arrivals.release({FACTS: True}, now=1.0, fetched_at={FACTS: 150}) == []
+    assert stamps(arrivals.release({FACTS: True}, now=1.25, fetched_at={FACTS: 150})) == [200]
