@@ -183,7 +183,7 @@ class Arrivals:
         high: int = 4_000,
         low: int = 1_000,
         max_unknown_s: float = 1.0,
-        max_stale_s: float = 0.2,
+        max_stale_s: float = 1.0,
     ) -> None:
         self._buffers: dict[Any, deque[tuple[tuple[int, float], Any]]] = {tp: deque() for tp in partitions}
         self._groups: dict[Any, list[Any]] = {}
@@ -229,7 +229,8 @@ class Arrivals:
         `caught_up[tp]` for each partition of `empty()`: True when it has nothing more to fetch, False when it
         has, None when that is not known yet. `fetched_at[tp]` (ms) is when the broker last said so: a record
         produced after that moment may have company in that partition that the answer could not yet include,
-        so it waits for a fresher answer (at most `max_stale_s`, which bounds what producer clock skew can do).
+        so it waits for a fresher answer (at most `max_stale_s`, which bounds what producer clock skew can do;
+        a live broker answers every fetch within the consumer's 20 ms fetch wait).
         """
         out: list[Any] = []
         for group, members in self._groups.items():
