@@ -61,7 +61,6 @@ class Outcome:
     decisions: list[Decision] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
     """Each decision's JSON, rendered once for Kafka and the changelog alike."""
-    superseding: int = 0
     missing: int = 0
 
 
@@ -141,14 +140,13 @@ class StreamState(Replayer):
             flow_id = decision.flow_event_id
             self._rewritten.add(flow_id)
             self._dirty[b"f:" + flow_id.encode()] = self._lines[flow_id]
-        outcome.superseding = len(decisions)
         return outcome
 
     def _open(self, flow: DataFlow, decision: Decision) -> None:
         arrived = to_us(self.watermark) if self.watermark is not None else 0
         flow_json = self._raw if self._raw is not None else flow.model_dump_json().encode()
         self._opened = decision.to_json_bytes()
-        self._lines[flow.event_id] = self._fresh[flow.event_id] = b"%d\t%s\t%s" % (arrived, flow_json, self._opened)
+        self._lines[flow.event_id] = self._fresh[flow.event_id] = _line(arrived, flow_json, self._opened)
 
     def _open_flow(self, flow_id: str) -> tuple[DataFlow, Decision] | None:
         line = self._lines.get(flow_id)
@@ -161,7 +159,7 @@ class StreamState(Replayer):
 
     def _supersede(self, flow_id: str, decision: Decision) -> None:
         arrived, flow_json, _ = _split(self._lines[flow_id])
-        self._lines[flow_id] = b"%d\t%s\t%s" % (arrived, flow_json, decision.to_json_bytes())
+        self._lines[flow_id] = _line(arrived, flow_json, decision.to_json_bytes())
 
     def _close(self, flow_id: str) -> None:
         """A flow left the lateness window: drop its changelog entries once nothing in them is open."""
@@ -295,6 +293,10 @@ def _chunks(entries: list[tuple[str, bytes]], limit: int) -> list[list[tuple[str
 
 def _digest(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode(), digest_size=_DIGEST).digest()
+
+
+def _line(arrived: int, flow_json: bytes, decision_json: bytes) -> bytes:
+    return b"%d\t%s\t%s" % (arrived, flow_json, decision_json)
 
 
 def _split(line: bytes) -> tuple[int, bytes, bytes]:

@@ -1,8 +1,9 @@
 """The stream worker: flows and facts in, decisions, alerts and dead letters out, exactly once.
 
-One consume-transform-produce loop over Kafka transactions. Messages are handled in arrival order across
-all input partitions (`Arrivals`); each poll's decisions, violations (the alert stream), dead letters, the state changes
-(`StreamState.changes`, to the compacted changelog topic) and the input offsets are sent in one transaction.
+One consume-transform-produce loop over Kafka transactions. Messages are handled in arrival order within
+each group of same-numbered flows and facts partitions (`Arrivals`); the decisions, violations (the alert
+stream), dead letters, state changes (`StreamState.changes`, to the compacted changelog topic) and input
+offsets of each batch released are sent in one transaction.
 Either all of that is committed or none of it is: a worker killed at any point restarts from the last
 committed transaction, restores its state from the changelog, and re-reads only uncommitted input, so no
 decision is lost and none is doubled. The transactional id is fixed, so a restarted worker fences a zombie.
@@ -41,20 +42,12 @@ from schemas.policy import Policy
 from schemas.settings import Settings
 from streams.metrics import UNREGISTERED, WorkerMetrics
 from streams.processor import StreamState
+from streams.replay import describe
 
 log = logging.getLogger(__name__)
 
 Send = tuple[str, bytes | None, bytes | None]
 """One record to produce: topic, key, value."""
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, naming the field path, so a connector author can fix the event."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        path = ".".join(str(p) for p in err["loc"]) or "<event>"
-        parts.append(f"{path}: {err['msg']}")
-    return "invalid event: " + "; ".join(parts)
 
 
 def dead_letter(record: Any, error: str, stage: str = "validate") -> DeadLetter:
@@ -90,7 +83,7 @@ class Judge:
         try:
             event = parse_event(record.value)
         except ValidationError as exc:
-            self._dead(record, describe_validation_error(exc), out)
+            self._dead(record, f"invalid event: {describe(exc)}", out)
             return
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             self._dead(record, f"unreadable event: {exc}", out)
@@ -113,8 +106,7 @@ class Judge:
             self.metrics.duplicates.inc()
         for decision, payload in zip(outcome.decisions, outcome.payloads, strict=True):
             self._decided(decision, payload, out)
-        if outcome.superseding:
-            for decision in outcome.decisions:
+            if decision.supersedes is not None:
                 self.metrics.supersessions.labels(verdict=decision.verdict).inc()
 
     def _decided(self, decision: Decision, payload: bytes, out: list[Send]) -> None:
