@@ -47,12 +47,18 @@ async def _serve(settings: Settings, policy: Policy) -> int:
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
 
+    shown = False
+
     def progress(records: int) -> None:
+        nonlocal shown
+        shown = True
         print(f"\rrestoring state: {records:,} changelog records", end="", file=sys.stderr, flush=True)
 
     try:
         await worker.start()
         restored = await worker.restore(progress)
+        if shown:
+            print(file=sys.stderr)  # end the progress line before the log resumes
         log.info(
             "state restored: %d keys, %d open flows in %.1fs (policy %s)",
             restored, worker.state.open_flows(), time.monotonic() - started, policy.digest[:19],
