@@ -147,7 +147,8 @@ def _simulate_and_report(args: argparse.Namespace, settings: Settings, client: A
     print(render("policy engine (offline, same events)", engine, truth))
     print(
         "\nwhere to look:\n"
-        f"  ClickHouse   {settings.clickhouse_dsn}  (tables: decisions, violations, dead_letters)\n"
+        f"  ClickHouse   {settings.clickhouse_dsn}  (tables: decisions, disclosures, violations, facts, dead_letters)\n"
+        "  audit check  .venv/bin/pupilflow verify  (walks the hash chains; exits 1 on tampering)\n"
         f"  worker       http://127.0.0.1:{settings.worker_web_port}/metrics\n"
         f"  sink         http://127.0.0.1:{settings.sink_metrics_port}/metrics\n"
         f"  ingest API   http://127.0.0.1:{settings.ingest_port}/docs\n"
