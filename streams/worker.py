@@ -286,13 +286,13 @@ class Outbox:
             if batch.append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a Kafka batch")
 
-    async def flush(self, *also: Any) -> None:
-        """Send every partly filled batch and wait until the broker has every record (and `also` is done)."""
+    async def flush(self) -> None:
+        """Send every partly filled batch and wait until the broker has every record."""
         for (topic, partition), batch in self._batches.items():
             if batch.record_count():
                 self._sent.append(await self._producer.send_batch(batch, topic, partition=partition))
         self._batches.clear()
-        await asyncio.gather(*self._sent, *also)
+        await asyncio.gather(*self._sent)
         self._sent.clear()
 
 
@@ -461,8 +461,8 @@ class StreamWorker:
             await outbox.add(topic, partition_of(key or b"", self._partitions[topic]), key, value)
         for key, value in changes:
             await outbox.add(changelog, zlib.crc32(key) % changelog_partitions, key, value)
-        # The records and the offsets travel to different brokers' roles: wait for both at once.
-        await outbox.flush(producer.send_offsets_to_transaction(offsets, self.group))
+        await outbox.flush()
+        await producer.send_offsets_to_transaction(offsets, self.group)
         await producer.commit_transaction()
         self.judge.committed(time.time())
         self.metrics.transaction_seconds.observe(time.perf_counter() - started)
