@@ -16,3 +16,7 @@ class PrerequisiteMissing(PupilflowError):  # noqa: N818 (a name others already 
 
 class ServiceUnavailable(PupilflowError):  # noqa: N818 (a name others already import)
     """Kafka or ClickHouse did not answer in time."""
+
+
+class TransactionStalled(ServiceUnavailable):
+    """A Kafka transaction of the stream worker did not commit in time (the worker restarts from its changelog)."""

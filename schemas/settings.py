@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     worker_compression: Literal["gzip"] | None = Field(
         default=None, description="Compression of what the stream worker writes to Kafka (None: a local broker)."
     )
+    worker_stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker transaction not committed within this long is abandoned and the worker restarts.",
+    )
     consumer_group: str = "pupilflow-worker"
     sink_group: str = "pupilflow-sink"
     sink_batch_max_rows: int = Field(default=10_000, ge=1)

@@ -36,12 +36,12 @@ from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from schemas.decisions import DeadLetter, Decision
-from schemas.errors import ServiceUnavailable
+from schemas.errors import ServiceUnavailable, TransactionStalled
 from schemas.events import DataFlow, parse_event
 from schemas.policy import Policy
 from schemas.settings import Settings
 from streams.metrics import UNREGISTERED, WorkerMetrics
-from streams.processor import StreamState
+from streams.processor import Change, StreamState
 from streams.replay import describe
 
 log = logging.getLogger(__name__)
@@ -443,8 +443,7 @@ class StreamWorker:
 
     async def process(self, records: list[Any]) -> None:
         """Judge records in arrival order and commit everything they produced in one transaction."""
-        producer = self.producer
-        assert producer is not None, "start() first"
+        assert self.producer is not None, "start() first"
         started = time.perf_counter()
         out: list[Send] = []
         offsets: dict[TopicPartition, int] = {}
@@ -453,6 +452,25 @@ class StreamWorker:
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self._transactions += 1
         changes = self.state.changes(f"{int(time.time() * 1000)}-{self._transactions}")
+        try:
+            await asyncio.wait_for(self._commit(out, changes, offsets), self.settings.worker_stall_seconds)
+        except TimeoutError as exc:
+            # Seen once at broker start: produce retries, then no progress and no error. Waiting longer
+            # would hold every decision back; the caller restarts the worker from its last commit instead.
+            raise TransactionStalled(
+                f"a transaction of {len(records)} events did not commit within {self.settings.worker_stall_seconds:g}s"
+            ) from exc
+        self.judge.committed(time.time())
+        self.metrics.transaction_seconds.observe(time.perf_counter() - started)
+        self.metrics.transaction_events.observe(len(records))
+        self.metrics.open_flows.set(self.state.open_flows())
+        for connector, tracker in self.state.sequences.items():
+            self.metrics.sequence_missing.labels(connector=connector).set(tracker.missing())
+
+    async def _commit(self, out: list[Send], changes: list[Change], offsets: dict[Any, int]) -> None:
+        """Send one batch's records, changelog changes and input offsets as one Kafka transaction."""
+        producer = self.producer
+        assert producer is not None, "start() first"
         changelog = self.topics.changelog
         changelog_partitions = self._partitions[changelog]
         await producer.begin_transaction()
@@ -464,12 +482,6 @@ class StreamWorker:
         await outbox.flush()
         await producer.send_offsets_to_transaction(offsets, self.group)
         await producer.commit_transaction()
-        self.judge.committed(time.time())
-        self.metrics.transaction_seconds.observe(time.perf_counter() - started)
-        self.metrics.transaction_events.observe(len(records))
-        self.metrics.open_flows.set(self.state.open_flows())
-        for connector, tracker in self.state.sequences.items():
-            self.metrics.sequence_missing.labels(connector=connector).set(tracker.missing())
 
     async def _observe_lag(self) -> None:
         assert self.consumer is not None
@@ -483,7 +495,9 @@ class StreamWorker:
 
     async def close(self) -> None:
         """Stop the Kafka clients (an open transaction is aborted by the broker, or fenced by the next start)."""
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
+        consumer, producer = self.consumer, self.producer
+        self.consumer = self.producer = None  # closing twice is harmless
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
 from typing import Any
 
+from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import start_http_server
 
 from pupilflow.topics import ensure_topics
+from schemas.errors import TransactionStalled
 from schemas.policy import Policy, load_policy
 from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
@@ -38,15 +41,57 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_serve(settings, policy))
 
 
+RESTARTS = 5
+"""Consecutive in-process restarts after a stalled or failed transaction before the worker gives up (exit 1)."""
+
+
 async def _serve(settings: Settings, policy: Policy) -> int:
     metrics = WorkerMetrics()
-    worker = StreamWorker(settings, policy, metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    started = time.monotonic()
+    served = False
+    failures = 0
+    while not stop.is_set():
+        # A fresh worker each time: state is rebuilt from the changelog, so nothing of an abandoned
+        # transaction survives in memory (its events are judged again, exactly as after a kill -9).
+        worker = StreamWorker(settings, policy, metrics)
+        try:
+            await _start(worker, policy)
+            if not served:
+                # Served only once the state is back, so "ready" means ready to judge.
+                start_http_server(settings.worker_web_port, addr="127.0.0.1", registry=metrics.registry)
+                served = True
+            failures = 0
+            await worker.run(stop)
+        except ProducerFenced:
+            log.critical("another worker with the same transactional id took over; stopping the worker")
+            return 1
+        except (TransactionStalled, KafkaError) as exc:
+            failures += 1
+            if failures > RESTARTS:
+                log.critical("the worker failed %d times in a row; stopping the worker", failures, exc_info=True)
+                return 1
+            pause = min(30.0, 2.0**failures)
+            log.error("%s; restarting from the last commit in %.0fs (%d of %d)", exc, pause, failures, RESTARTS)
+            await worker.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+            continue
+        except Exception:
+            # A violation is a value; an exception here is a bug or an outage. Stop loudly: nothing of the open
+            # transaction is committed, so a fixed worker judges the same events again after restoring.
+            log.critical("the worker failed; stopping the worker", exc_info=True)
+            return 1
+        finally:
+            await worker.close()
+    log.info("worker stopped")
+    return 0
 
+
+async def _start(worker: StreamWorker, policy: Policy) -> None:
+    started = time.monotonic()
     shown = False
 
     def progress(records: int) -> None:
@@ -54,24 +99,11 @@ async def _serve(settings: Settings, policy: Policy) -> int:
         shown = True
         print(f"\rrestoring state: {records:,} changelog records", end="", file=sys.stderr, flush=True)
 
-    try:
-        await worker.start()
-        restored = await worker.restore(progress)
-        if shown:
-            print(file=sys.stderr)  # end the progress line before the log resumes
-        log.info(
-            "state restored: %d keys, %d open flows in %.1fs (policy %s)",
-            restored, worker.state.open_flows(), time.monotonic() - started, policy.digest[:19],
-        )  # fmt: skip
-        # Served only once the state is back, so "ready" means ready to judge.
-        start_http_server(settings.worker_web_port, addr="127.0.0.1", registry=metrics.registry)
-        await worker.run(stop)
-    except Exception:
-        # A violation is a value; an exception here is a bug or an outage. Stop loudly: nothing of the open
-        # transaction is committed, so a fixed worker judges the same events again after restoring.
-        log.critical("the worker failed; stopping the worker", exc_info=True)
-        return 1
-    finally:
-        await worker.close()
-    log.info("worker stopped")
-    return 0
+    await worker.start()
+    restored = await worker.restore(progress)
+    if shown:
+        print(file=sys.stderr)  # end the progress line before the log resumes
+    log.info(
+        "state restored: %d keys, %d open flows in %.1fs (policy %s)",
+        restored, worker.state.open_flows(), time.monotonic() - started, policy.digest[:19],
+    )  # fmt: skip

@@ -60,3 +60,51 @@ def test_an_exception_while_deciding_stops_the_worker_with_an_error_and_keeps_th
     finally:
         worker.stop()
     assert [json.loads(r.value)["flow_event_id"] for r in decided] == [flow.event_id]
+
+
+STALLING_WORKER = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+
+    import streams.worker
+    from pupilflow.cli import main
+
+    commit = streams.worker.StreamWorker._commit
+    stalled = []
+
+    async def stalling_commit(self, *args):
+        if not stalled:  # the first transaction of the process never finishes, as seen once at broker start
+            stalled.append(True)
+            await self.producer.begin_transaction()
+            await asyncio.sleep(3600)
+        await commit(self, *args)
+
+    streams.worker.StreamWorker._commit = stalling_commit
+    sys.exit(main(["worker"]))
+    """
+)
+
+
+def test_a_stalled_transaction_restarts_the_worker_which_then_decides_the_flow_once(isolated: Settings) -> None:
+    script = isolated.home / "stalling_worker.py"
+    script.write_text(STALLING_WORKER)
+    flow = a_flow(91)
+    from producers.emitter import Emitter
+
+    with Emitter(isolated.kafka_bootstrap, isolated.topics) as emitter:
+        emitter.emit(flow)
+    env = settings_env(isolated) | {"PUPILFLOW_WORKER_STALL_SECONDS": "2"}
+    log = isolated.home / "stalling_worker.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        decided = read_topic(isolated, isolated.topics.decisions, count=2, timeout=25)  # a second would be a double
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    output = log.read_text(errors="replace")
+    assert "did not commit within 2s" in output, output[-3000:]
+    assert "restarting from the last commit" in output
+    assert [json.loads(r.value)["flow_event_id"] for r in decided] == [flow.event_id], output[-3000:]
+    assert proc.returncode == 0, output[-3000:]
