@@ -21,10 +21,9 @@ Changelog keys (values are bytes; a `None` value deletes the key):
 from __future__ import annotations
 
 import hashlib
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from schemas.decisions import Decision
 from schemas.events import (
@@ -32,26 +31,19 @@ from schemas.events import (
     DataFlow,
     Event,
     EventEnvelope,
+    Fact,
     NoticeVersionPublished,
     SharingAgreement,
     parse_event,
 )
 from schemas.policy import Policy
+from streams.openflows import OpenFlows
 from streams.replay import Replayer
 from streams.sequences import SequenceTracker
-from streams.state import DEFAULT_LATENESS, SubjectState, from_us, to_us
-from streams.store import SubjectStore
+from streams.state import DEFAULT_LATENESS, SubjectState, from_us, reach, to_us
 
 Change = tuple[bytes, bytes | None]
 """A changelog record: key and value (None deletes the key)."""
-
-
-@dataclass(slots=True)
-class _Batch:
-    """The flows that arrived in one transaction, and how many of them are still open."""
-
-    key: bytes
-    open: int = 0
 
 
 @dataclass(slots=True)
@@ -65,50 +57,59 @@ class Outcome:
 
 
 class StreamState(Replayer):
-    """`Replayer` that also records what changed, for the changelog, and restores itself from it."""
+    """`Replayer` that also records what changed, for the changelog, and restores itself from it.
 
-    def __init__(self, policy: Policy, lateness: timedelta = DEFAULT_LATENESS) -> None:
+    Open flows and the ids of every flow judged live in `OpenFlows` (SQLite; a temporary file with `on_disk`),
+    not on the heap: memory stays flat however many flows the lateness window holds.
+    """
+
+    def __init__(self, policy: Policy, lateness: timedelta = DEFAULT_LATENESS, *, on_disk: bool = False) -> None:
         super().__init__(policy, lateness)
         self.sequences: dict[str, SequenceTracker] = {}
+        self.flows = OpenFlows(on_disk)
         self._dirty: dict[bytes, bytes | None] = {}
         self._fresh: dict[str, bytes] = {}  # this transaction's new flows, as `b:` lines by flow id
-        self._batch_of: dict[str, _Batch] = {}
-        self._rewritten: set[str] = set()  # flows with their own `f:` entry
-        # Open flows as their changelog line (arrival, flow JSON, latest decision JSON), parsed only when a late
-        # fact re-judges one: about a quarter of the memory of the pydantic objects a replay keeps.
-        self._lines: dict[str, bytes] = {}
         self._raw: bytes | None = None
         self._opened = b""  # the JSON of the decision `_open` last rendered
-        # Every flow id ever judged, as a 12-byte digest in a compact store (about 40 bytes a flow), so a flow
-        # re-delivered long after its lateness window closed is still recognised.
-        self._seen = SubjectStore()
-        self._new_ids: list[bytes] = []
+        self._new_ids: list[bytes] = []  # digests of the flow ids first seen in this transaction
+        self._checked: set[bytes] = set()  # digests looked up in this transaction, and those found
+        self._known: set[bytes] = set()
         self._moved: set[str] = set()  # connectors whose sequence tracker changed since the last `changes()`
         self._watermark_moved = False
+
+    def _now_us(self) -> int:
+        return to_us(self.watermark) if self.watermark is not None else _NEVER
 
     # --- deciding ---------------------------------------------------------------------------------------------
 
     def is_duplicate(self, event: EventEnvelope) -> bool:
-        """A flow already open to re-evaluation is a re-delivery; facts are idempotent by content (`State.apply`).
+        """A flow id seen before is a re-delivery; facts are idempotent by content (`State.apply`).
 
         Inside the lateness window a re-used id with a different payload is refused (as a replay refuses it);
         after that only a digest of the id is kept, so a late re-delivery is recognised but not compared.
         """
         if not isinstance(event, DataFlow):
             return False
-        line = self._lines.get(event.event_id)
-        if line is not None:
-            _, known, _ = _split(line)
-            if known != self._raw and parse_event(known) != event:
-                raise ValueError(f"event_id {event.event_id!r} reused with a different payload")
-            return True
         digest = _digest(event.event_id)
-        key = digest.hex()
-        if key in self._seen:
-            return True  # judged before its window closed; the payload is no longer kept to compare
-        self._seen.put(key, b"")
-        self._new_ids.append(digest)
-        return False
+        if digest not in self._checked:
+            self._known |= self.flows.known([digest])
+            self._checked.add(digest)
+        if digest not in self._known:
+            self._known.add(digest)  # a second copy in the same transaction is a duplicate too
+            self._new_ids.append(digest)
+            return False
+        line = self.flows.line(event.event_id, self._now_us())
+        if line is not None:
+            _, seen, _ = _split(line)
+            if seen != self._raw and parse_event(seen) != event:
+                raise ValueError(f"event_id {event.event_id!r} reused with a different payload")
+        return True
+
+    def prefetch(self, flow_ids: Iterable[str]) -> None:
+        """Look up in one query which of a batch's flow ids were judged before (else it is one query a flow)."""
+        digests = [_digest(flow_id) for flow_id in flow_ids]
+        self._known |= self.flows.known(d for d in digests if d not in self._checked)
+        self._checked.update(digests)
 
     def handle(self, event: Event, raw: bytes | None = None) -> Outcome:
         """Apply one valid event (`raw`: its JSON as received); the decisions to send, changes kept for `changes()`."""
@@ -136,20 +137,29 @@ class StreamState(Replayer):
         else:
             subject = event.subject.id
             self._dirty[b"s:" + subject.encode()] = self.state.subject(subject).to_bytes()
-        for decision in decisions:
-            flow_id = decision.flow_event_id
-            self._rewritten.add(flow_id)
-            self._dirty[b"f:" + flow_id.encode()] = self._lines[flow_id]
         return outcome
 
-    def _open(self, flow: DataFlow, decision: Decision) -> None:
-        arrived = to_us(self.watermark) if self.watermark is not None else 0
+    def _open(self, flow: DataFlow, decision: Decision, now: datetime, expires: int) -> None:
         flow_json = self._raw if self._raw is not None else flow.model_dump_json().encode()
         self._opened = decision.to_json_bytes()
-        self._lines[flow.event_id] = self._fresh[flow.event_id] = _line(arrived, flow_json, self._opened)
+        line = self._fresh[flow.event_id] = _line(to_us(now), flow_json, self._opened)
+        subjects = (s.id for s in flow.subjects)
+        self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line)
+
+    def _expire(self, horizon: int) -> None:
+        pass  # flows past the horizon are dropped at `changes()`; until then every read filters on expiry
+
+    def _affected(self, fact: Fact, now: datetime) -> list[str]:
+        found = reach(fact)
+        if found is None:
+            return []
+        to, key, since = found
+        if to == "recipient":
+            return self.flows.for_recipient(key, _NEVER if since is None else since, to_us(now))
+        return self.flows.for_subject(key, since, to_us(now))
 
     def _open_flow(self, flow_id: str) -> tuple[DataFlow, Decision] | None:
-        line = self._lines.get(flow_id)
+        line = self.flows.line(flow_id, self._now_us())
         if line is None:
             return None
         _, flow_json, decision_json = _split(line)
@@ -158,33 +168,33 @@ class StreamState(Replayer):
         return flow, Decision.model_validate_json(decision_json)
 
     def _supersede(self, flow_id: str, decision: Decision) -> None:
-        arrived, flow_json, _ = _split(self._lines[flow_id])
-        self._lines[flow_id] = _line(arrived, flow_json, decision.to_json_bytes())
-
-    def _close(self, flow_id: str) -> None:
-        """A flow left the lateness window: drop its changelog entries once nothing in them is open."""
-        self._lines.pop(flow_id, None)
-        if self._fresh.pop(flow_id, None) is not None:
-            return  # closed in the transaction it arrived in: never written, so nothing to delete
-        if flow_id in self._rewritten:
-            self._rewritten.discard(flow_id)
-            self._dirty[b"f:" + flow_id.encode()] = None
-        batch = self._batch_of.pop(flow_id, None)
-        if batch is not None:
-            batch.open -= 1
-            if batch.open <= 0:
-                self._dirty[batch.key] = None
+        current = self.flows.line(flow_id, _NEVER)
+        assert current is not None, f"superseding flow {flow_id} that is not open"
+        arrived, flow_json, _ = _split(current)
+        line = _line(arrived, flow_json, decision.to_json_bytes())
+        self.flows.replace(flow_id, line)
+        self._dirty[b"f:" + flow_id.encode()] = line  # overrides the flow's line in its `b:` entry
 
     def changes(self, batch_id: str) -> list[Change]:
         """What changed since the last call, as changelog records; `batch_id` names this transaction's flows."""
-        if self._fresh:
-            for part, chunk in enumerate(_chunks(list(self._fresh.items()), _CHUNK_BYTES)):
-                key = b"b:%s.%d" % (batch_id.encode(), part)
-                self._dirty[key] = b"\n".join(line for _, line in chunk)
-                batch = _Batch(key, len(chunk))
-                for flow_id, _ in chunk:
-                    self._batch_of[flow_id] = batch
-            self._fresh = {}
+        horizon = self._now_us()
+        # A flow leaves the lateness window: its changelog entries go once nothing in them is open.
+        for flow_id, rewritten in self.flows.drop_pending(horizon):
+            self._fresh.pop(flow_id)  # closed in the transaction it arrived in: never written
+            if rewritten:
+                self._dirty[b"f:" + flow_id.encode()] = None
+        batch_of: dict[str, bytes] = {}
+        for part, chunk in enumerate(_chunks(list(self._fresh.items()), _CHUNK_BYTES) if self._fresh else ()):
+            key = b"b:%s.%d" % (batch_id.encode(), part)
+            self._dirty[key] = b"\n".join(line for _, line in chunk)
+            batch_of.update((flow_id, key) for flow_id, _ in chunk)
+        self._fresh = {}
+        self.flows.flush(batch_of)
+        rewritten_ids, emptied = self.flows.expire(horizon)
+        for flow_id in rewritten_ids:
+            self._dirty[b"f:" + flow_id.encode()] = None
+        for batch in emptied:
+            self._dirty[batch] = None
         if self._watermark_moved and self.watermark is not None:
             self._dirty[b"w:"] = str(to_us(self.watermark)).encode()
         self._watermark_moved = False
@@ -193,18 +203,14 @@ class StreamState(Replayer):
         self._moved.clear()
         if self._new_ids:
             self._dirty[b"d:" + batch_id.encode()] = b"".join(self._new_ids)
+            self.flows.remember(self._new_ids)
             self._new_ids = []
+        self._checked.clear()
+        self._known.clear()
+        self.flows.commit()
         out = list(self._dirty.items())
         self._dirty.clear()
         return out
-
-    def discard_changes(self) -> None:
-        """Forget unsent changes (the transaction they belonged to was aborted; the process restarts)."""
-        self._dirty.clear()
-        self._fresh = {}
-        self._new_ids = []
-        self._moved.clear()
-        self._watermark_moved = False
 
     def open_flow(self, flow_id: str) -> DataFlow | None:
         """A flow still inside the lateness window, or None."""
@@ -212,8 +218,8 @@ class StreamState(Replayer):
         return None if found is None else found[0]
 
     def open_flows(self) -> int:
-        """How many flows are still inside the lateness window."""
-        return len(self._lines)
+        """How many flows are kept open to late facts (those past the window go at the next `changes()`)."""
+        return len(self.flows)
 
     # --- restoring --------------------------------------------------------------------------------------------
 
@@ -227,7 +233,7 @@ class StreamState(Replayer):
                 latest[key] = value
         entries: dict[str, bytes] = {}
         overrides: dict[str, bytes] = {}
-        batches: dict[bytes, list[str]] = {}
+        batch_of: dict[str, bytes] = {}
         for key, value in latest.items():
             kind, _, name = key.partition(b":")
             if kind == b"s":
@@ -241,39 +247,35 @@ class StreamState(Replayer):
             elif kind == b"q":
                 self.sequences[name.decode()] = SequenceTracker.from_bytes(value)
             elif kind == b"b":
-                ids = batches.setdefault(key, [])
                 for line in value.split(b"\n"):
                     flow_id = _flow_id_of(line)
                     entries[flow_id] = line
-                    ids.append(flow_id)
+                    batch_of[flow_id] = key
             elif kind == b"d":
-                for at in range(0, len(value), _DIGEST):
-                    self._seen.put(value[at : at + _DIGEST].hex(), b"")
+                self.flows.remember(value[at : at + _DIGEST] for at in range(0, len(value), _DIGEST))
             elif kind == b"f":
                 overrides[name.decode()] = value
         entries.update(overrides)
-        horizon = to_us(self.watermark) if self.watermark is not None else None
+        horizon = self._now_us()
         for flow_id, line in sorted(entries.items(), key=lambda kv: _split(kv[1])[0]):
             arrived, flow_json, _ = _split(line)
             flow = parse_event(flow_json)
             assert isinstance(flow, DataFlow)
             expires = max(to_us(flow.occurred_at), arrived) + self._lateness_us
-            if horizon is not None and expires < horizon:
+            if expires < horizon:
                 continue  # closed before the last commit; its batch is kept only for the flows still open
-            self.state.remember_flow(flow, from_us(arrived))
-            self._lines[flow_id] = line
-            heapq.heappush(self._expiry, (expires, flow_id))
-            if flow_id in overrides:
-                self._rewritten.add(flow_id)
-        for key, ids in batches.items():
-            batch = _Batch(key, 0)
-            for flow_id in ids:
-                if flow_id in self._lines:
-                    self._batch_of[flow_id] = batch
-                    batch.open += 1
+            subjects = (s.id for s in flow.subjects)
+            occurred = to_us(flow.occurred_at)
+            self.flows.add(
+                flow_id, flow.recipient, subjects, occurred, expires, line, rewritten=flow_id in overrides
+            )  # fmt: skip
+        self.flows.flush(batch_of)
+        self.flows.commit()
         return len(latest)
 
 
+_NEVER = -(2**62)
+"""A time before any event (us): the lower bound of "every open flow"."""
 _DIGEST = 12
 _CHUNK_BYTES = 512 * 1024
 """Largest `b:` value: Kafka refuses records over its 1 MiB default (`message.max.bytes`)."""

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 
 from schemas.decisions import Decision
-from schemas.events import DataFlow, Event, EventEnvelope, parse_event
+from schemas.events import DataFlow, Event, EventEnvelope, Fact, parse_event
 from schemas.policy import Policy
 from streams.evaluate import evaluate
 from streams.state import DEFAULT_LATENESS, State, to_us
@@ -118,20 +118,27 @@ class Replayer:
         if self.watermark is None or event.emitted_at > self.watermark:
             self.watermark = event.emitted_at
         now = self.watermark
-        horizon = to_us(now)
-        while self._expiry and self._expiry[0][0] < horizon:
-            _, flow_id = heapq.heappop(self._expiry)
-            self._close(flow_id)
+        self._expire(to_us(now))
         self._events += 1
         if self._events % 10_000 == 0:
             self.state.expire(now)  # keeps the per-subject flow references bounded by the window
         return now
 
-    # How open flows are kept: objects here; `streams.processor.StreamState` keeps their JSON instead.
+    # How open flows are kept: objects here; `streams.processor.StreamState` keeps their JSON on disk instead.
 
-    def _open(self, flow: DataFlow, decision: Decision) -> None:
+    def _open(self, flow: DataFlow, decision: Decision, now: datetime, expires: int) -> None:
+        self.state.remember_flow(flow, now)
         self._flows[flow.event_id] = flow
         self._latest[flow.event_id] = decision
+        heapq.heappush(self._expiry, (expires, flow.event_id))
+
+    def _expire(self, horizon: int) -> None:
+        while self._expiry and self._expiry[0][0] < horizon:
+            _, flow_id = heapq.heappop(self._expiry)
+            self._close(flow_id)
+
+    def _affected(self, fact: Fact, now: datetime) -> list[str]:
+        return self.state.affected_flows(fact, now)
 
     def _open_flow(self, flow_id: str) -> tuple[DataFlow, Decision] | None:
         flow = self._flows.get(flow_id)
@@ -153,12 +160,10 @@ class Replayer:
         now = self._advance(event)
         if isinstance(event, DataFlow):
             decision = evaluate(event, self.state, self.policy, decided_at=max(now, event.emitted_at))
-            self.state.remember_flow(event, now)
-            self._open(event, decision)
             expires = max(to_us(event.occurred_at), to_us(now)) + self._lateness_us
-            heapq.heappush(self._expiry, (expires, event.event_id))
+            self._open(event, decision, now, expires)
             return [decision]
-        affected = self.state.affected_flows(event, now)
+        affected = self._affected(event, now)
         if not self.state.apply(event):
             return []
         produced = []

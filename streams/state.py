@@ -24,7 +24,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from schemas.events import (
     Actor,
@@ -526,13 +526,24 @@ class State:
     def affected_flows(self, fact: Fact, now: datetime) -> list[str]:
         """Ids of recent flows whose verdict the fact may change: those at or after its effective time."""
         now_us = to_us(now)
-        if isinstance(fact, SharingAgreement | AgreementTerminated):
-            since = to_us(fact.occurred_at)
-            return [f[1] for f in self.recipient(fact.recipient).flows if f[0] >= since and f[2] >= now_us]
-        if isinstance(fact, NoticeVersionPublished):
-            return []  # the notice version is recorded, it never changes a verdict
-        refs = [r for r in self._recent.get(fact.subject.id, ()) if r[2] >= now_us]
-        if isinstance(fact, BirthDateRecorded):
-            return [r[1] for r in refs]  # a date of birth is timeless: every open flow may change
-        since = to_us(fact.trust_notified_at if isinstance(fact, CourtOrderNotified) else fact.occurred_at)
-        return [r[1] for r in refs if r[0] >= since]
+        found = reach(fact)
+        if found is None:
+            return []
+        to, key, since = found
+        refs = self.recipient(key).flows if to == "recipient" else self._recent.get(key, [])
+        return [r[1] for r in refs if r[2] >= now_us and (since is None or r[0] >= since)]
+
+
+def reach(fact: Fact) -> tuple[Literal["recipient", "subject"], str, int | None] | None:
+    """Which open flows a fact may change: those to a recipient or about a subject, occurred at or after `since`.
+
+    `since` is None when every open flow of the subject may change; the whole answer is None when none can.
+    """
+    if isinstance(fact, SharingAgreement | AgreementTerminated):
+        return "recipient", fact.recipient, to_us(fact.occurred_at)
+    if isinstance(fact, NoticeVersionPublished):
+        return None  # the notice version is recorded, it never changes a verdict
+    if isinstance(fact, BirthDateRecorded):
+        return "subject", fact.subject.id, None  # a date of birth is timeless: every open flow may change
+    since = to_us(fact.trust_notified_at if isinstance(fact, CourtOrderNotified) else fact.occurred_at)
+    return "subject", fact.subject.id, since

@@ -140,6 +140,17 @@ class Judge:
         self._sent_at.clear()
 
 
+def event_id_of(value: Any) -> str | None:
+    """The `event_id` of a compact JSON event, found without parsing it (None when not found that way)."""
+    if not isinstance(value, bytes):
+        return None
+    at = value.find(b'"event_id":"')
+    if at < 0:
+        return None
+    end = value.find(b'"', at + 12)
+    return value[at + 12 : end].decode("utf-8", "replace") if end > 0 else None
+
+
 def arrival_key(record: Any) -> tuple[int, float]:
     """Order of arrival: the producer timestamp, then the event's own `emitted_at` for events in the same ms."""
     value = record.value if isinstance(record.value, bytes) else b""
@@ -310,7 +321,7 @@ class StreamWorker:
         self.settings = settings
         self.metrics = metrics
         self.topics = settings.topics
-        self.state = StreamState(policy, timedelta(hours=settings.lateness_hours))
+        self.state = StreamState(policy, timedelta(hours=settings.lateness_hours), on_disk=True)
         self.judge = Judge(settings, policy, metrics, self.state)
         self.max_records = max_records
         self.poll_ms = poll_ms
@@ -447,6 +458,8 @@ class StreamWorker:
         started = time.perf_counter()
         out: list[Send] = []
         offsets: dict[TopicPartition, int] = {}
+        flows = self.topics.flows
+        self.state.prefetch(i for r in records if r.topic == flows and (i := event_id_of(r.value)) is not None)
         for record in records:
             self.judge.handle(record, out)
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
@@ -497,6 +510,7 @@ class StreamWorker:
         """Stop the Kafka clients (an open transaction is aborted by the broker, or fenced by the next start)."""
         consumer, producer = self.consumer, self.producer
         self.consumer = self.producer = None  # closing twice is harmless
+        self.state.flows.close()
         if consumer is not None:
             await consumer.stop()
         if producer is not None:

@@ -1,0 +1,225 @@
+"""Flows still open to late facts, and the ids of every flow ever judged, kept off the Python heap (SQLite).
+
+The stream worker must re-judge any flow of the last 48 hours when a late fact bears on it, and recognise a
+re-delivered flow however old. Held as Python objects they cost about 2.5 KiB a flow (3.1 GiB after 1.1M
+flows), all of it for the garbage collector to walk. Here they live in a SQLite database in a temporary file,
+the way Kafka Streams keeps its state stores in RocksDB: a cache of the changelog, rebuilt from it at every
+start, so it needs neither a journal nor fsync. Memory is SQLite's page cache, bounded by `cache_mib`, however
+many flows are open.
+
+Reads see this process's own uncommitted writes; `commit()` only bounds how much SQLite holds in its
+transaction, it is not a durability point (the Kafka transaction is).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+_SCHEMA = """
+CREATE TABLE flows (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    recipient TEXT NOT NULL,
+    occurred INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    batch BLOB,
+    rewritten INTEGER NOT NULL,
+    line BLOB NOT NULL
+);
+CREATE INDEX flows_by_recipient ON flows (recipient, occurred, id);
+CREATE INDEX flows_by_expiry ON flows (expires);
+CREATE INDEX flows_by_batch ON flows (batch);
+CREATE TABLE refs (subject TEXT NOT NULL, flow INTEGER NOT NULL, occurred INTEGER NOT NULL, expires INTEGER NOT NULL);
+CREATE INDEX refs_by_subject ON refs (subject, flow);
+CREATE INDEX refs_by_expiry ON refs (expires);
+CREATE TABLE seen (digest BLOB PRIMARY KEY) WITHOUT ROWID;
+"""
+
+_IN_CHUNK = 500  # host parameters per `IN (...)` query
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A flow added since the last `flush`: written to SQLite in one go, at the end of its transaction."""
+
+    seq: int
+    recipient: str
+    subjects: tuple[str, ...]
+    occurred: int
+    expires: int
+    line: bytes
+    rewritten: bool = False
+
+
+class OpenFlows:
+    """Open flows (their changelog line, recipient, subjects, times) and the digests of every flow id judged.
+
+    New flows wait in memory until `flush` writes a whole transaction's worth with one statement per table;
+    every read looks at them too, so callers never see the difference.
+    """
+
+    def __init__(self, on_disk: bool = False, cache_mib: int = 64) -> None:
+        """An empty store: in memory, or `on_disk` in a private temporary file that SQLite deletes on close.
+
+        SQLite puts that file in `$SQLITE_TMPDIR` or `$TMPDIR` (else /var/tmp or /tmp) and unlinks it at once,
+        so nothing is left behind even after `kill -9`; the data is rebuilt from the changelog at every start.
+        """
+        self._db = sqlite3.connect("" if on_disk else ":memory:", check_same_thread=False)
+        self._db.executescript(
+            f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=MEMORY;"
+            f"PRAGMA cache_size=-{cache_mib * 1024};" + _SCHEMA
+        )
+        self._stored = 0
+        self._seq = 0
+        self._pending: dict[str, _Pending] = {}
+        self._pending_by_subject: dict[str, list[str]] = {}
+        self._pending_by_recipient: dict[str, list[str]] = {}
+
+    def __len__(self) -> int:
+        """How many flows are kept (some may have expired since the last `expire`)."""
+        return self._stored + len(self._pending)
+
+    # --- flows ------------------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        flow_id: str,
+        recipient: str,
+        subjects: Iterable[str],
+        occurred: int,
+        expires: int,
+        line: bytes,
+        *,
+        rewritten: bool = False,
+    ) -> None:
+        """Keep a flow open until `expires` (us), findable by its recipient and by each of its subjects."""
+        self._seq += 1
+        unique = tuple(dict.fromkeys(subjects))
+        self._pending[flow_id] = _Pending(self._seq, recipient, unique, occurred, expires, line, rewritten)
+        for subject in unique:
+            self._pending_by_subject.setdefault(subject, []).append(flow_id)
+        self._pending_by_recipient.setdefault(recipient, []).append(flow_id)
+
+    def pending(self) -> list[str]:
+        """The flows added since the last `flush`, in arrival order."""
+        return list(self._pending)
+
+    def drop_pending(self, horizon: int) -> list[tuple[str, bool]]:
+        """Forget unflushed flows that expired before `horizon`: (id, rewritten) of each."""
+        gone = [(flow_id, p.rewritten) for flow_id, p in self._pending.items() if p.expires < horizon]
+        for flow_id, _ in gone:
+            p = self._pending.pop(flow_id)
+            for subject in p.subjects:
+                self._pending_by_subject[subject].remove(flow_id)
+            self._pending_by_recipient[p.recipient].remove(flow_id)
+        return gone
+
+    def flush(self, batch_of: Mapping[str, bytes]) -> None:
+        """Write every pending flow, each with the changelog key (`b:`) that holds its first line."""
+        if not self._pending:
+            return
+        pending = self._pending
+        self._db.executemany(
+            "INSERT INTO flows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (p.seq, flow_id, p.recipient, p.occurred, p.expires, batch_of.get(flow_id), int(p.rewritten), p.line)
+                for flow_id, p in pending.items()
+            ],
+        )
+        self._db.executemany(
+            "INSERT INTO refs VALUES (?, ?, ?, ?)",
+            [(subject, p.seq, p.occurred, p.expires) for p in pending.values() for subject in p.subjects],
+        )
+        self._stored += len(pending)
+        self._pending = {}
+        self._pending_by_subject = {}
+        self._pending_by_recipient = {}
+
+    def line(self, flow_id: str, now: int) -> bytes | None:
+        """The flow's line while it is open at `now` (us), else None."""
+        p = self._pending.get(flow_id)
+        if p is not None:
+            return p.line if p.expires >= now else None
+        found = self._db.execute("SELECT line FROM flows WHERE id = ? AND expires >= ?", (flow_id, now)).fetchone()
+        return None if found is None else bytes(found[0])
+
+    def replace(self, flow_id: str, line: bytes) -> None:
+        """A superseding decision: the flow's new line, which now has a changelog entry of its own."""
+        p = self._pending.get(flow_id)
+        if p is not None:
+            p.line, p.rewritten = line, True
+            return
+        self._db.execute("UPDATE flows SET line = ?, rewritten = 1 WHERE id = ?", (line, flow_id))
+
+    def for_subject(self, subject: str, since: int | None, now: int) -> list[str]:
+        """Open flows about a subject that occurred at or after `since` (all when None), in arrival order."""
+        low = -(2**62) if since is None else since
+        rows = self._db.execute(
+            "SELECT f.id FROM refs r JOIN flows f ON f.seq = r.flow"
+            " WHERE r.subject = ? AND r.expires >= ? AND r.occurred >= ? ORDER BY r.flow",
+            (subject, now, low),
+        )
+        found = [flow_id for (flow_id,) in rows]
+        for flow_id in self._pending_by_subject.get(subject, ()):
+            p = self._pending[flow_id]
+            if p.expires >= now and p.occurred >= low:
+                found.append(flow_id)
+        return found
+
+    def for_recipient(self, recipient: str, since: int, now: int) -> list[str]:
+        """Open flows to a recipient that occurred at or after `since`, by occurrence then id."""
+        rows = self._db.execute(
+            "SELECT occurred, id FROM flows WHERE recipient = ? AND occurred >= ? AND expires >= ?",
+            (recipient, since, now),
+        ).fetchall()
+        for flow_id in self._pending_by_recipient.get(recipient, ()):
+            p = self._pending[flow_id]
+            if p.expires >= now and p.occurred >= since:
+                rows.append((p.occurred, flow_id))
+        return [flow_id for _, flow_id in sorted(rows)]
+
+    def expire(self, horizon: int) -> tuple[list[str], list[bytes]]:
+        """Drop written flows that expired before `horizon` (us): (those rewritten, batches left empty)."""
+        db = self._db
+        closed = db.execute("SELECT id, batch, rewritten FROM flows WHERE expires < ?", (horizon,)).fetchall()
+        if not closed:
+            return [], []
+        db.execute("DELETE FROM flows WHERE expires < ?", (horizon,))
+        db.execute("DELETE FROM refs WHERE expires < ?", (horizon,))
+        self._stored -= len(closed)
+        rewritten = [flow_id for flow_id, _, again in closed if again]
+        touched = sorted({bytes(batch) for _, batch, _ in closed if batch})
+        emptied = [b for b in touched if db.execute("SELECT 1 FROM flows WHERE batch = ?", (b,)).fetchone() is None]
+        return rewritten, emptied
+
+    def ids(self) -> list[str]:
+        """Every open flow id, in arrival order (tests and diagnostics)."""
+        return [flow_id for (flow_id,) in self._db.execute("SELECT id FROM flows ORDER BY seq")] + list(self._pending)
+
+    # --- every flow ever judged ------------------------------------------------------------------------------
+
+    def known(self, digests: Iterable[bytes]) -> set[bytes]:
+        """Which of these flow-id digests were recorded before (one query per 500)."""
+        wanted = list(dict.fromkeys(digests))
+        found: set[bytes] = set()
+        for at in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[at : at + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                bytes(d) for (d,) in self._db.execute(f"SELECT digest FROM seen WHERE digest IN ({marks})", chunk)
+            )
+        return found
+
+    def remember(self, digests: Iterable[bytes]) -> None:
+        """Record flow-id digests (first seen in this transaction, or restored from the changelog)."""
+        self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", [(d,) for d in digests])
+
+    def commit(self) -> None:
+        """End SQLite's transaction (keeps its rollback state small; durability is the changelog's)."""
+        self._db.commit()
+
+    def close(self) -> None:
+        """Release the database."""
+        self._db.close()

@@ -1,0 +1,84 @@
+"""The store of open flows answers the same before and after its pending flows are written to SQLite."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from streams.openflows import OpenFlows
+
+H = 3_600_000_000  # an hour in microseconds
+
+
+def filled(on_disk: bool = False) -> OpenFlows:
+    store = OpenFlows(on_disk)
+    store.add("f-1", "sims", ["p-1", "p-2"], occurred=1 * H, expires=49 * H, line=b"one")
+    store.add("f-2", "quizcloud", ["p-1"], occurred=3 * H, expires=51 * H, line=b"two")
+    store.add("f-3", "sims", ["p-2", "p-2"], occurred=0, expires=50 * H, line=b"three")
+    return store
+
+
+def answers(store: OpenFlows, now: int) -> tuple[object, ...]:
+    return (
+        store.for_subject("p-1", None, now),
+        store.for_subject("p-1", 2 * H, now),
+        store.for_subject("p-2", None, now),
+        store.for_recipient("sims", 0, now),
+        store.for_recipient("sims", 1 * H, now),
+        [store.line(f, now) for f in ("f-1", "f-2", "f-3", "f-4")],
+        store.ids(),
+        len(store),
+    )
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "disk"])
+def test_reads_are_the_same_whether_flows_are_pending_or_written(on_disk: bool) -> None:
+    pending = filled(on_disk)
+    written = filled(on_disk)
+    written.flush({"f-1": b"b:t.0", "f-2": b"b:t.0", "f-3": b"b:t.1"})
+    for now in (0, 49 * H, 50 * H, 51 * H):
+        assert answers(pending, now) == answers(written, now)
+    assert pending.for_subject("p-1", None, 0) == ["f-1", "f-2"]  # arrival order
+    assert pending.for_recipient("sims", 0, 0) == ["f-3", "f-1"]  # occurrence order
+    assert pending.for_subject("p-2", None, 49 * H + 1) == ["f-3"]  # f-1 has expired
+    assert pending.line("f-1", 49 * H + 1) is None
+
+
+def test_flows_added_after_a_flush_come_after_the_written_ones_for_a_subject() -> None:
+    store = filled()
+    store.flush({})
+    store.add("f-0", "sims", ["p-1"], occurred=0, expires=60 * H, line=b"zero")
+    assert store.for_subject("p-1", None, 0) == ["f-1", "f-2", "f-0"]
+    assert store.for_recipient("sims", 0, 0) == ["f-0", "f-3", "f-1"]
+
+
+def test_expire_reports_rewritten_flows_and_batches_with_nothing_left_open() -> None:
+    store = filled()
+    store.replace("f-1", b"one again")  # pending: rewritten before it was ever written
+    store.flush({"f-1": b"b:t.0", "f-2": b"b:t.0", "f-3": b"b:t.1"})
+    store.replace("f-3", b"three again")
+    assert store.line("f-1", 0) == b"one again"
+    assert store.line("f-3", 0) == b"three again"
+    assert store.expire(49 * H) == ([], [])
+    assert store.expire(50 * H + 1) == (["f-1", "f-3"], [b"b:t.1"])  # b:t.0 still holds f-2
+    assert store.expire(52 * H) == ([], [b"b:t.0"])
+    assert len(store) == 0 and store.ids() == []
+
+
+def test_drop_pending_forgets_flows_that_closed_before_they_were_written() -> None:
+    store = filled()
+    store.replace("f-2", b"two again")
+    assert store.drop_pending(50 * H + 1) == [("f-1", False), ("f-3", False)]
+    assert store.pending() == ["f-2"]
+    assert store.for_subject("p-2", None, 0) == []
+    assert store.drop_pending(60 * H) == [("f-2", True)]
+
+
+def test_digests_are_known_once_remembered_in_any_number_of_chunks() -> None:
+    store = OpenFlows()
+    digests = [hashlib.blake2b(b"%d" % n, digest_size=12).digest() for n in range(1_200)]
+    store.remember(digests[::2])
+    assert store.known(digests) == set(digests[::2])
+    store.remember(digests[:10])  # again: no error, no double
+    assert store.known(digests[:10]) == set(digests[:10])
