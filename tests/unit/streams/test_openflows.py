@@ -63,7 +63,8 @@ def test_expire_reports_rewritten_flows_and_batches_with_nothing_left_open() -> 
     assert store.expire(49 * H) == ([], [])
     assert store.expire(50 * H + 1) == (["f-1", "f-3"], [b"b:t.1"])  # b:t.0 still holds f-2
     assert store.expire(52 * H) == ([], [b"b:t.0"])
-    assert len(store) == 0 and store.ids() == []
+    assert len(store) == 0
+    assert store.ids() == []
 
 
 def test_drop_pending_forgets_flows_that_closed_before_they_were_written() -> None:
