@@ -66,6 +66,8 @@ class StreamState(Replayer):
     def __init__(self, policy: Policy, lateness: timedelta = DEFAULT_LATENESS, *, on_disk: bool = False) -> None:
         super().__init__(policy, lateness)
         self.sequences: dict[str, SequenceTracker] = {}
+        self.catching_up = False
+        """Set by the worker while it reads a backlog: sequence holes are not judged lost meanwhile."""
         self.flows = OpenFlows(on_disk)
         self._dirty: dict[bytes, bytes | None] = {}
         self._fresh: dict[str, bytes] = {}  # this transaction's new flows, as `b:` lines by flow id
@@ -117,7 +119,7 @@ class StreamState(Replayer):
         tracker = self.sequences.get(event.source.connector)
         if tracker is None:
             tracker = self.sequences[event.source.connector] = SequenceTracker()
-        outcome.missing = tracker.see(event.source.sequence)
+        outcome.missing = tracker.see(event.source.sequence, hold=self.catching_up)
         self._moved.add(event.source.connector)
         # The raw JSON as received is kept when it is one line: tabs and newlines separate a line's fields.
         self._raw = raw if raw is not None and b"\n" not in raw and b"\t" not in raw else None

@@ -3,12 +3,19 @@
 A connector numbers its events 0, 1, 2, ... without gaps. They reach the worker keyed by subject, over several
 partitions and two topics, so they arrive a little out of order; a number below the highest seen may simply be
 still in flight. A hole is reported as possibly lost once `patience` later numbers have arrived past it.
+
+While the worker catches up on a backlog its partitions are read at different speeds, so one partition's
+numbers can run tens of thousands ahead of another's; judging holes then would raise false alarms. The worker
+says so (`see(..., hold=True)`) and holes wait, up to `HOLD_LIMIT` times the patience, until it has caught up.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+
+HOLD_LIMIT = 5
+"""While holding, holes are still given up once this many times `patience` numbers wait ahead (bounded memory)."""
 
 
 class SequenceTracker:
@@ -23,14 +30,21 @@ class SequenceTracker:
         self.lost = 0
         self.patience = patience
 
-    def see(self, sequence: int) -> int:
-        """Record one number; returns how many numbers this made count as lost (usually 0)."""
+    def see(self, sequence: int, *, hold: bool = False) -> int:
+        """Record one number; returns how many numbers this made count as lost (usually 0).
+
+        `hold`: the numbers are arriving from a backlog, read partition by partition; give up on no hole yet.
+        """
         if sequence < self.next or sequence in self.ahead:
             return 0  # a re-delivery
         if sequence != self.next:
             self.ahead.add(sequence)
             heapq.heappush(self.heap, sequence)
-            return self._give_up() if len(self.ahead) > self.patience else 0
+            limit = self.patience * HOLD_LIMIT if hold else self.patience
+            lost = 0
+            while len(self.ahead) > limit:  # after a hold, every hole that waited long enough goes at once
+                lost += self._give_up()
+            return lost
         self.next += 1
         self._catch_up()
         return 0

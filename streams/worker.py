@@ -46,6 +46,9 @@ from streams.replay import describe
 
 log = logging.getLogger(__name__)
 
+BACKLOG = 1_000
+"""Records behind (in one partition, or buffered) from which the worker counts as catching up on a backlog."""
+
 Send = tuple[str, bytes | None, bytes | None]
 """One record to produce: topic, key, value."""
 
@@ -436,12 +439,14 @@ class StreamWorker:
             empty = arrivals.empty()
             caught_up = {tp: await self._caught_up(tp) for tp in empty}
             fetched_at = {tp: consumer.last_poll_timestamp(tp) for tp in empty}
+            lags = await self._lags()
+            self.state.catching_up = max(lags.values(), default=0) >= BACKLOG or len(arrivals) >= BACKLOG
+            if time.monotonic() - last_lag >= 1.0:
+                last_lag = time.monotonic()
+                self._observe_lag(lags)
             ready = arrivals.release(caught_up, time.monotonic(), fetched_at)
             if ready:
                 await self.process(ready)
-            if time.monotonic() - last_lag >= 1.0:
-                last_lag = time.monotonic()
-                await self._observe_lag()
 
     async def _caught_up(self, tp: TopicPartition) -> bool | None:
         assert self.consumer is not None
@@ -496,13 +501,21 @@ class StreamWorker:
         await producer.send_offsets_to_transaction(offsets, self.group)
         await producer.commit_transaction()
 
-    async def _observe_lag(self) -> None:
-        assert self.consumer is not None
-        lag: dict[str, int] = {self.topics.flows: 0, self.topics.facts: 0}
+    async def _lags(self) -> dict[TopicPartition, int]:
+        """Records not yet fetched, per input partition whose end is known."""
+        consumer = self.consumer
+        assert consumer is not None
+        lags = {}
         for tp in self.inputs:
-            end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
+            end = consumer.last_stable_offset(tp) or consumer.highwater(tp)
             if end is not None:
-                lag[tp.topic] += max(0, end - await self.consumer.position(tp))
+                lags[tp] = max(0, end - await consumer.position(tp))
+        return lags
+
+    def _observe_lag(self, lags: dict[TopicPartition, int]) -> None:
+        lag: dict[str, int] = {self.topics.flows: 0, self.topics.facts: 0}
+        for tp, behind in lags.items():
+            lag[tp.topic] += behind
         for topic, value in lag.items():
             self.metrics.consumer_lag.labels(topic=topic).set(value)
 

@@ -121,3 +121,28 @@ def test_after_enough_later_numbers_exactly_the_removed_ones_are_lost(case: tupl
     assert tracker.ahead == set()
     assert sorted(tracker.heap) == sorted(tracker.ahead)
     assert tracker.missing() == 0
+
+
+def test_while_holding_no_hole_is_given_up_until_the_hold_limit() -> None:
+    tracker = SequenceTracker(patience=3)
+    assert [tracker.see(n, hold=True) for n in [0, *range(2, 12)]] == [0] * 11  # 10 numbers wait past hole 1
+    assert (tracker.next, tracker.lost) == (1, 0)
+    assert tracker.see(1, hold=True) == 0  # the hole filled in: nothing was lost after all
+    assert (tracker.next, tracker.ahead, tracker.lost) == (12, set(), 0)
+
+
+def test_a_hold_bounds_what_waits_ahead_to_its_limit() -> None:
+    tracker = SequenceTracker(patience=2)
+    reported = [tracker.see(n, hold=True) for n in [0, *range(2, 20)]]
+    assert sum(reported) == 1  # hole 1 given up once 11 > 2 * HOLD_LIMIT numbers waited
+    assert len(tracker.ahead) <= 2 * 5
+
+
+def test_holes_that_waited_through_a_hold_are_given_up_together_after_it() -> None:
+    tracker = SequenceTracker(patience=2)
+    for n in [0, 2, 3, 5, 6, 8, 9]:  # holes 1, 4 and 7
+        tracker.see(n, hold=True)
+    assert tracker.lost == 0
+    assert tracker.see(10) == 3  # each hole now has more than 2 numbers past it
+    assert (tracker.next, tracker.ahead, tracker.lost) == (11, set(), 3)
+    assert tracker.see(11) == 0
