@@ -28,11 +28,13 @@ CREATE TABLE flows (
     rewritten INTEGER NOT NULL,
     line BLOB NOT NULL
 );
-CREATE INDEX flows_by_recipient ON flows (recipient, occurred, id);
+CREATE INDEX flows_by_recipient ON flows (recipient, occurred);
 CREATE INDEX flows_by_expiry ON flows (expires);
 CREATE INDEX flows_by_batch ON flows (batch);
-CREATE TABLE refs (subject TEXT NOT NULL, flow INTEGER NOT NULL, occurred INTEGER NOT NULL, expires INTEGER NOT NULL);
-CREATE INDEX refs_by_subject ON refs (subject, flow);
+CREATE TABLE refs (
+    subject TEXT NOT NULL, flow INTEGER NOT NULL, occurred INTEGER NOT NULL, expires INTEGER NOT NULL,
+    PRIMARY KEY (subject, flow)
+) WITHOUT ROWID;
 CREATE INDEX refs_by_expiry ON refs (expires);
 CREATE TABLE seen (digest BLOB PRIMARY KEY) WITHOUT ROWID;
 """
