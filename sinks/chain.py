@@ -42,10 +42,10 @@ def canonical(row: Sequence[object]) -> bytes:
     return json.dumps(values, separators=(",", ":")).encode("ascii")
 
 
-def link_hash(prev_hash: str, row: Sequence[object]) -> str:
-    """`row_hash` of a row that follows `prev_hash`."""
+def link_hash(prev_hash: str, row: Sequence[object], hashed: bytes | None = None) -> str:
+    """`row_hash` of a row that follows `prev_hash`; `hashed` is `canonical(row)` when the caller has it."""
     digest = hashlib.sha256(prev_hash.encode("ascii"))
-    digest.update(canonical(row))
+    digest.update(canonical(row) if hashed is None else hashed)
     return digest.hexdigest()
 
 
@@ -92,9 +92,12 @@ class Chain:
         self.rows = rows
         self.offset = offset
 
-    def extend(self, row: list[object]) -> list[object]:
-        """`row` (in `DECISION_COLUMNS` order) with its `prev_hash` and `row_hash` appended; advances the chain."""
-        row_hash = link_hash(self.prev_hash, row)
+    def extend(self, row: list[object], hashed: bytes | None = None) -> list[object]:
+        """`row` (in `DECISION_COLUMNS` order) with its `prev_hash` and `row_hash` appended; advances the chain.
+
+        `hashed` is `canonical(row)` when the caller has it already (`sinks.decision_rows` writes it directly).
+        """
+        row_hash = link_hash(self.prev_hash, row, hashed)
         linked = [*row, self.prev_hash, row_hash]
         self.prev_hash = row_hash
         self.rows += 1

@@ -3,6 +3,7 @@ ClickHouse; the real thing is exercised in tests/integration)."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -294,3 +295,39 @@ def test_a_tail_deleted_before_a_restart_stays_visible_because_the_chain_goes_on
     again.flush(lambda: False)
     assert client.tables["decisions"][-1][-2] == deleted[-1]
     assert heads.published[-1] == [Head(0, 3, client.tables["decisions"][-1][-1], 4)]
+
+
+class CollectorWatch(FakeConsumer):
+    """Notes, at each poll, whether Python's cyclic garbage collector is running."""
+
+    def __init__(self, records: list[Record]) -> None:
+        super().__init__(records)
+        self.collecting: list[bool] = []
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[str, list[Record]]:
+        self.collecting.append(gc.isenabled())
+        return super().poll(timeout_ms, max_records)
+
+
+def test_garbage_collection_pauses_while_a_batch_is_open_and_resumes_once_it_is_written() -> None:
+    consumer = CollectorWatch(records(5))
+    sink, _, _, _ = make_sink(consumer, FakeClient(), max_rows=3, max_seconds=3600)
+    sink.poll_once()
+    assert gc.isenabled()  # only `run` pauses it
+    sink.flush(lambda: False)
+    drain(sink, consumer)
+    assert gc.isenabled()
+    # Polls with no batch open collect; a poll while two decisions wait for the next flush does not.
+    assert consumer.collecting[:2] == [True, True]
+    assert False in consumer.collecting
+
+
+def test_a_collector_switched_off_before_the_sink_runs_stays_off() -> None:
+    consumer = CollectorWatch(records(5))
+    sink, _, _, _ = make_sink(consumer, FakeClient(), max_rows=3, max_seconds=0)
+    gc.disable()
+    try:
+        drain(sink, consumer)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
