@@ -327,7 +327,15 @@ class FlowWriter:
 
 
 def generator_main(
-    bootstrap: str, topic: str, run: str, pupils: int, seed: int, commands: Any, results: Any, abort: Any
+    bootstrap: str,
+    topic: str,
+    run: str,
+    pupils: int,
+    seed: int,
+    commands: Any,
+    results: Any,
+    abort: Any,
+    compression: str | None = None,
 ) -> None:
     """The load generator process: build the pool, then run each phase it is sent at its offered rate.
 
@@ -342,7 +350,7 @@ def generator_main(
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
-        compression_type="gzip",
+        compression_type=compression,
         batch_size=256 * 1024,
         max_in_flight_requests_per_connection=5,
     )
@@ -538,6 +546,20 @@ def slope(points: list[tuple[float, float]]) -> float:
 # ---------------------------------------------------------------------------------------------------- the run
 
 
+def gc_pauses(text: str | None) -> dict[str, tuple[float, float]]:
+    """The worker's garbage-collector pauses so far: generation -> (collections, seconds paused)."""
+    out: dict[str, tuple[float, float]] = {}
+    for line in (text or "").splitlines():
+        for kind in ("count", "sum"):
+            head = f'pupilflow_gc_pause_seconds_{kind}{{generation="'
+            if line.startswith(head):
+                generation = line[len(head)]
+                count, total = out.get(generation, (0.0, 0.0))
+                value = float(line.rpartition(" ")[2])
+                out[generation] = (value, total) if kind == "count" else (count, value)
+    return out
+
+
 @dataclass
 class PhaseResult:
     """What one phase offered and what came out."""
@@ -650,6 +672,7 @@ def run_phase(
     The worker's RSS is sampled every second, its consumer lag (and the sink's) every 10 s.
     """
     cpu0, wall0 = pipe.cpu(), time.monotonic()
+    gc0 = gc_pauses(pipe.worker_metrics())
     commands.put((phase.tag, phase.rate, phase.seconds))
     last_decisions = metric(pipe.worker_metrics(), "pupilflow_decisions_total") or 0.0
     next_lag = wall0 + 10
@@ -706,6 +729,13 @@ def run_phase(
         f"  offered {phase.offered:,.0f} flows/s ({phase.sent:,} in {elapsed:.1f}s; generator at most "
         f"{phase.behind:,} behind); {caught}"
     )
+    gc1 = gc_pauses(pipe.worker_metrics())
+    pauses = {g: (n - gc0.get(g, (0.0, 0.0))[0], t - gc0.get(g, (0.0, 0.0))[1]) for g, (n, t) in gc1.items()}
+    if pauses:
+        log(
+            "  worker garbage collector: "
+            + ", ".join(f"generation {g} {n:,.0f}x, {t * 1000:,.0f} ms" for g, (n, t) in sorted(pauses.items()))
+        )
 
 
 def main() -> int:
@@ -725,6 +755,13 @@ def main() -> int:
     parser.add_argument(
         "--max-worker-rss-mib", type=int, default=6144, help="end a phase early if the worker grows past this"
     )
+    parser.add_argument(
+        "--compression",
+        choices=("none", "gzip"),
+        default="none",
+        help="what the load generator compresses flows with; none on one box, as the worker's output (gzip costs"
+        " the generator and the worker CPU for bytes that never leave the machine)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the topics, database and home afterwards")
     args = parser.parse_args()
     if args.quick:
@@ -738,7 +775,8 @@ def main() -> int:
     settings = bench_settings(args, run, home)
     log(
         f"pipeline benchmark {run}: Kafka {settings.kafka_bootstrap}, ClickHouse {settings.clickhouse_dsn}, "
-        f"topics bench-pipe-{run}.* ({args.partitions} partitions), home {home}; {os.cpu_count()} cores"
+        f"topics bench-pipe-{run}.* ({args.partitions} partitions), home {home}; {os.cpu_count()} cores; "
+        f"flows compressed: {args.compression}"
     )
     ensure_topics(settings)
     client = connect(settings.clickhouse_dsn)
@@ -816,6 +854,7 @@ def main() -> int:
                 commands,
                 results,
                 pipe.abort,
+                None if args.compression == "none" else args.compression,
             ),
             daemon=True,
         )

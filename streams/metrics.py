@@ -7,6 +7,8 @@ lookup and never creates a series per event.
 
 from __future__ import annotations
 
+import gc
+import time
 from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -100,6 +102,13 @@ class WorkerMetrics:
         self.open_flows = Gauge(
             "pupilflow_open_flows", "Flows still inside the lateness window (re-evaluable).", registry=r
         )
+        self.gc_pause = Histogram(
+            "pupilflow_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector in the worker, by generation (every decision waits).",
+            ["generation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self._in: dict[tuple[str, str], Any] = {}
         self._violations: dict[tuple[str, str], Any] = {}
         self._gaps: dict[str, Any] = {}
@@ -144,3 +153,24 @@ class WorkerMetrics:
     def gap(self, connector: str, lost: int) -> None:
         """Count sequence numbers given up on as lost."""
         self._gaps[self._bind_connector(connector)].inc(lost)
+
+
+class GcPauses:
+    """Times each collection of Python's garbage collector into `WorkerMetrics.gc_pause` while installed."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._by_generation = [metrics.gc_pause.labels(generation=str(g)) for g in range(3)]
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._by_generation[min(int(info["generation"]), 2)].observe(time.perf_counter() - self._started)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)

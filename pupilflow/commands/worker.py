@@ -18,7 +18,7 @@ from pupilflow.topics import ensure_topics
 from schemas.errors import TransactionStalled
 from schemas.policy import Policy, load_policy
 from schemas.settings import Settings
-from streams.metrics import WorkerMetrics
+from streams.metrics import GcPauses, WorkerMetrics
 from streams.worker import StreamWorker
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # A missing source topic would leave the worker idle; create the topics (idempotent) first.
     ensure_topics(settings)
     policy = load_policy(settings.policy_dir)
-    return asyncio.run(_serve(settings, policy))
+    metrics = WorkerMetrics()
+    with GcPauses(metrics):  # the collector is process-wide: only the composition root hooks it
+        return asyncio.run(_serve(settings, policy, metrics))
 
 
 RESTARTS = 5
 """Consecutive in-process restarts after a stalled or failed transaction before the worker gives up (exit 1)."""
 
 
-async def _serve(settings: Settings, policy: Policy) -> int:
-    metrics = WorkerMetrics()
+async def _serve(settings: Settings, policy: Policy, metrics: WorkerMetrics) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 from prometheus_client import generate_latest
 
 from schemas.decisions import ReasonCode
-from streams.metrics import KNOWN_CONNECTORS, MAX_CONNECTORS, WorkerMetrics
+from streams.metrics import KNOWN_CONNECTORS, MAX_CONNECTORS, GcPauses, WorkerMetrics
 
 
 def test_every_reason_code_is_exposed_at_zero_from_the_start_for_every_recipient_group() -> None:
@@ -41,3 +43,18 @@ def test_a_violation_is_counted_under_its_reason_and_group() -> None:
     metrics.violation("NO_CONSENT", "processor")
     text = generate_latest(metrics.registry).decode()
     assert 'pupilflow_violations_total{group="processor",reason="NO_CONSENT"} 1.0' in text
+
+
+def test_gc_pauses_are_timed_by_generation_only_while_installed() -> None:
+    metrics = WorkerMetrics()
+
+    def full_collections() -> float:
+        return metrics.registry.get_sample_value("pupilflow_gc_pause_seconds_count", {"generation": "2"}) or 0.0
+
+    with GcPauses(metrics):
+        gc.collect()
+        gc.collect(0)
+    assert full_collections() == 1
+    assert (metrics.registry.get_sample_value("pupilflow_gc_pause_seconds_count", {"generation": "0"}) or 0) >= 1
+    gc.collect()
+    assert full_collections() == 1
