@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -77,6 +78,7 @@ async def _serve(settings: Settings, policy: Policy, metrics: WorkerMetrics) -> 
             pause = min(30.0, 2.0**failures)
             log.error("%s; restarting from the last commit in %.0fs (%d of %d)", exc, pause, failures, RESTARTS)
             await worker.close()
+            gc.unfreeze()  # the abandoned worker's objects become collectable again
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
             continue
@@ -104,6 +106,10 @@ async def _start(worker: StreamWorker, policy: Policy) -> None:
     restored = await worker.restore(progress)
     if shown:
         print(file=sys.stderr)  # end the progress line before the log resumes
+    # What restore built lives as long as the worker: out of the collector's way, a full collection (which
+    # every decision in flight waits for) walks only what changed since. Garbage first, so none is pinned.
+    gc.collect()
+    gc.freeze()
     log.info(
         "state restored: %d keys, %d open flows in %.1fs (policy %s)",
         restored, worker.state.open_flows(), time.monotonic() - started, policy.digest[:19],
