@@ -30,6 +30,11 @@ it is the reference they are tested against (tests/unit/streams/test_evaluate_pl
 fragments pre-rendered per shape and per set of reason codes (`streams.render`), without building a `Decision`
 (tests/unit/streams/test_render.py).
 
+A flow about several people can also be judged subject by subject: `judge_subject` reads only one subject's
+state and gives its `SubjectLeg`; `combine` adds the flow-level checks (recipient and notice state) and gives the
+same decision `evaluate` gives on all of the state at once (tests/unit/streams/test_evaluate_legs.py). The
+general path itself is built from them, so the two cannot drift apart.
+
 Where RULES.md is silent, the evaluator does what a careful school DPO would expect (each is commented where
 it is implemented):
 
@@ -77,6 +82,7 @@ it is implemented):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from operator import itemgetter
 from typing import Any
@@ -454,6 +460,56 @@ def evaluate_uncached(
     return _evaluate_any(flow, state, policy, shape, decided_at, supersedes, revision)
 
 
+@dataclass(frozen=True, slots=True)
+class SubjectLeg:
+    """One subject's part of a flow's verdict: what that subject's own facts add to the flow-level checks.
+
+    `judge_subject` needs only the flow, the policy and that one subject's state, so a flow about several pupils
+    can be judged subject by subject wherever each subject's state is kept; `combine` then gives exactly the
+    decision `evaluate` gives on all of the state at once.
+    """
+
+    subject_id: str
+    reasons: frozenset[str]
+    rules: tuple[str, ...]
+    """Rule ids the subject's checks applied, in order (appended after the flow-level ones)."""
+    facts: tuple[str, ...]
+    """Facts (consents, objections, court orders) the subject's checks relied on, in order."""
+
+
+def judge_subject(flow: DataFlow, subject: Subject, state: State, policy: Policy) -> SubjectLeg:
+    """The subject's own checks of a flow, reading no state but that subject's (`state.subject(subject.id)`)."""
+    idx = policy.index
+    shape = _shape_for(flow, flow.__dict__, flow.subjects, state, idx)
+    t = to_us(flow.occurred_at)
+    ctx = _Flow(flow, state, idx, t, _london_day(t)[0])
+    _use_shape(ctx, shape)
+    return _leg(ctx, shape, subject, state)
+
+
+def _leg(ctx: _Flow, shape: _Shape, subject: Subject, state: State) -> SubjectLeg:
+    if shape.grant is None:
+        return SubjectLeg(subject.id, frozenset(), (), ())  # nothing about the subject can be judged
+    ctx.rules, ctx.facts = [], []  # collect only what this subject's checks add
+    own = _check_subject(ctx, shape, subject, state.subject(subject.id))
+    return SubjectLeg(subject.id, frozenset(own or ()), tuple(ctx.rules), tuple(ctx.facts))
+
+
+def combine(
+    flow: DataFlow,
+    legs: Sequence[SubjectLeg],
+    state: State,
+    policy: Policy,
+    *,
+    decided_at: datetime | None = None,
+    supersedes: str | None = None,
+    revision: int = 0,
+) -> Decision:
+    """One decision from the flow-level checks (reading recipient and notice state) and each subject's leg."""
+    shape = _shape_for(flow, flow.__dict__, flow.subjects, state, policy.index)
+    return _combine(flow, {leg.subject_id: leg for leg in legs}, state, policy, shape, decided_at, supersedes, revision)
+
+
 def _evaluate_any(
     flow: DataFlow,
     state: State,
@@ -464,6 +520,26 @@ def _evaluate_any(
     revision: int,
 ) -> Decision:
     """The general path: any number of subjects, every flow-level check."""
+    t = to_us(flow.occurred_at)
+    ctx = _Flow(flow, state, policy.index, t, _london_day(t)[0])
+    _use_shape(ctx, shape)
+    legs: dict[str, SubjectLeg] = {}
+    for subject in flow.subjects:
+        if subject.id not in legs:
+            legs[subject.id] = _leg(ctx, shape, subject, state)
+    return _combine(flow, legs, state, policy, shape, decided_at, supersedes, revision)
+
+
+def _combine(
+    flow: DataFlow,
+    legs: dict[str, SubjectLeg],
+    state: State,
+    policy: Policy,
+    shape: _Shape,
+    decided_at: datetime | None,
+    supersedes: str | None,
+    revision: int,
+) -> Decision:
     idx = policy.index
     t = to_us(flow.occurred_at)
     day, day_text = _london_day(t)
@@ -476,7 +552,7 @@ def _evaluate_any(
     if len(subjects) == 1:
         # One subject: its reasons are the flow's.
         subject = subjects[0]
-        own = _check_subject(ctx, shape, subject, state.subject(subject.id)) if shape.grant is not None else None
+        own = _apply_leg(ctx, legs[subject.id])
         codes = static | ctx.reasons | own if own else (static | ctx.reasons if ctx.reasons else static)
         reasons, because = _ordered(idx, codes)
         verdicts = [_verdict(subject, reasons)]
@@ -492,7 +568,7 @@ def _evaluate_any(
             if subject.id in seen:
                 continue
             seen.add(subject.id)
-            own = _check_subject(ctx, shape, subject, state.subject(subject.id)) if shape.grant is not None else None
+            own = _apply_leg(ctx, legs[subject.id])
             if own:
                 all_codes |= own
             reasons = _ordered(idx, flow_codes | own if own else flow_codes)[0]
@@ -518,6 +594,13 @@ def _evaluate_any(
         flow, state, policy, t, reasons, explanation, facts, ctx.rules, verdicts, subject_ids, decided_at, supersedes,
         revision,
     )  # fmt: skip
+
+
+def _apply_leg(ctx: _Flow, leg: SubjectLeg) -> frozenset[str] | None:
+    """Add a subject's rules and facts after what came before, as if its checks had run here; its reasons."""
+    ctx.rules.extend(leg.rules)
+    ctx.facts.extend(leg.facts)
+    return leg.reasons or None
 
 
 def _evaluate_one(
