@@ -335,6 +335,7 @@ class StreamWorker:
         self.inputs: list[TopicPartition] = []
         self._partitions: dict[str, int] = {}
         self._transactions = 0
+        self._placed: dict[tuple[str, bytes | None], int] = {}  # (topic, key) -> partition: murmur2 once a key
 
     async def start(self) -> None:
         """Connect; the transactional producer fences any earlier worker and aborts what it left open."""
@@ -493,8 +494,14 @@ class StreamWorker:
         changelog_partitions = self._partitions[changelog]
         await producer.begin_transaction()
         outbox = Outbox(producer)
+        placed = self._placed
+        if len(placed) > 100_000:
+            placed.clear()  # keys are subjects and recipients: a bounded, much repeated set
         for topic, key, value in out:
-            await outbox.add(topic, partition_of(key or b"", self._partitions[topic]), key, value)
+            partition = placed.get((topic, key))
+            if partition is None:
+                partition = placed[(topic, key)] = partition_of(key or b"", self._partitions[topic])
+            await outbox.add(topic, partition, key, value)
         for key, value in changes:
             await outbox.add(changelog, zlib.crc32(key) % changelog_partitions, key, value)
         await outbox.flush()
