@@ -36,10 +36,9 @@ from kafka.admin import KafkaAdminClient  # noqa: E402
 from pupilflow.topics import ensure_topics  # noqa: E402
 from schemas.settings import Settings, Topics  # noqa: E402
 from sinks.clickhouse import connect, split_dsn  # noqa: E402
-from sinks.heads import CHAIN_HEADS_FILE, HeadCheckpoints  # noqa: E402
 from sinks.metrics import SinkMetrics  # noqa: E402
 from sinks.migrate import migrate  # noqa: E402
-from sinks.writer import AuditSink  # noqa: E402
+from sinks.writer import subscribed_sink  # noqa: E402
 
 TOPIC_NAMES = ("flows", "facts", "decisions", "violations", "dlq", "checkpoints", "changelog", "chain_heads")
 
@@ -112,18 +111,7 @@ def run_once(settings: Settings, expected: int, home: Path) -> tuple[float, floa
                 max_poll_interval_ms=600_000,
             )
         )
-        heads = HeadCheckpoints.connect(settings.kafka_bootstrap, settings.topics.chain_heads, home / CHAIN_HEADS_FILE)
-        sink = AuditSink(
-            consumer,
-            client,
-            settings.topics,
-            metrics,
-            heads=heads,
-            max_rows=settings.sink_batch_max_rows,
-            max_seconds=settings.sink_batch_max_seconds,
-        )
-        topics = settings.topics
-        consumer.subscribe([topics.decisions, topics.facts, topics.dlq], listener=sink.rebalance_listener())
+        sink, heads = subscribed_sink(consumer, client, settings, metrics, home)
         landed = metrics.table["decisions"].rows
         try:
             sink.run(lambda: landed._value.get() >= expected)

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener
@@ -31,9 +32,10 @@ from pydantic import ValidationError
 
 from schemas.decisions import DeadLetter, Decision
 from schemas.events import DataFlow, parse_event
-from schemas.settings import Topics
+from schemas.settings import Settings, Topics
 from sinks.chain import Chain, Head
 from sinks.decision_rows import read_decision, rows_of
+from sinks.heads import CHAIN_HEADS_FILE, HeadCheckpoints
 from sinks.metrics import TABLES, SinkMetrics
 from sinks.rows import (
     CHAINED_DECISION_COLUMNS,
@@ -360,3 +362,22 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: Any) -> None:
         # Another sink may have extended these chains meanwhile.
         self._sink._chains.clear()
+
+
+def subscribed_sink(
+    consumer: Any, client: Any, settings: Settings, metrics: SinkMetrics, home: Path
+) -> tuple[AuditSink, HeadCheckpoints]:
+    """The sink of these settings, its chain heads checkpointed under `home`, and `consumer` subscribed for it."""
+    heads = HeadCheckpoints.connect(settings.kafka_bootstrap, settings.topics.chain_heads, home / CHAIN_HEADS_FILE)
+    sink = AuditSink(
+        consumer,
+        client,
+        settings.topics,
+        metrics,
+        heads=heads,
+        max_rows=settings.sink_batch_max_rows,
+        max_seconds=settings.sink_batch_max_seconds,
+    )
+    topics = settings.topics
+    consumer.subscribe([topics.decisions, topics.facts, topics.dlq], listener=sink.rebalance_listener())
+    return sink, heads

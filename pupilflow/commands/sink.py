@@ -13,10 +13,9 @@ from prometheus_client import start_http_server
 
 from schemas.settings import Settings
 from sinks.clickhouse import connect
-from sinks.heads import CHAIN_HEADS_FILE, HeadCheckpoints
 from sinks.metrics import SinkMetrics
 from sinks.migrate import migrate
-from sinks.writer import AuditSink
+from sinks.writer import subscribed_sink
 
 
 def register(subparsers: Any) -> None:
@@ -46,20 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    heads = HeadCheckpoints.connect(
-        settings.kafka_bootstrap, settings.topics.chain_heads, settings.home / CHAIN_HEADS_FILE
-    )
-    sink = AuditSink(
-        consumer,
-        client,
-        settings.topics,
-        metrics,
-        heads=heads,
-        max_rows=settings.sink_batch_max_rows,
-        max_seconds=settings.sink_batch_max_seconds,
-    )
-    topics = settings.topics
-    consumer.subscribe([topics.decisions, topics.facts, topics.dlq], listener=sink.rebalance_listener())
+    sink, heads = subscribed_sink(consumer, client, settings, metrics, settings.home)
     logging.getLogger(__name__).info("sink running; /metrics on 127.0.0.1:%d", settings.sink_metrics_port)
     try:
         sink.run(stop.is_set)
