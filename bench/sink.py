@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
 from kafka.admin import KafkaAdminClient  # noqa: E402
 
 from pupilflow.topics import ensure_topics  # noqa: E402
@@ -38,7 +38,7 @@ from schemas.settings import Settings, Topics  # noqa: E402
 from sinks.clickhouse import connect, split_dsn  # noqa: E402
 from sinks.metrics import SinkMetrics  # noqa: E402
 from sinks.migrate import migrate  # noqa: E402
-from sinks.writer import subscribed_sink  # noqa: E402
+from sinks.writer import sink_consumer, subscribed_sink  # noqa: E402
 
 TOPIC_NAMES = ("flows", "facts", "decisions", "violations", "dlq", "checkpoints", "changelog", "chain_heads")
 
@@ -100,17 +100,7 @@ def run_once(settings: Settings, expected: int, home: Path) -> tuple[float, floa
     try:
         migrate(client)
         metrics = SinkMetrics()
-        consumer = FirstPoll(
-            KafkaConsumer(
-                bootstrap_servers=settings.kafka_bootstrap.split(","),
-                group_id=settings.sink_group,
-                client_id="bench-sink",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-                max_poll_interval_ms=600_000,
-            )
-        )
+        consumer = FirstPoll(sink_consumer(settings, client_id="bench-sink"))
         sink, heads = subscribed_sink(consumer, client, settings, metrics, home)
         landed = metrics.table["decisions"].rows
         try:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from kafka import ConsumerRebalanceListener
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from pydantic import ValidationError
 
 from schemas.decisions import DeadLetter, Decision
@@ -362,6 +362,20 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: Any) -> None:
         # Another sink may have extended these chains meanwhile.
         self._sink._chains.clear()
+
+
+def sink_consumer(settings: Settings, client_id: str = "pupilflow-sink") -> KafkaConsumer:
+    """The Kafka consumer the sink reads through: its own group, offsets committed only after each insert."""
+    return KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        group_id=settings.sink_group,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        # Only committed transactions' decisions and facts are part of the trail.
+        isolation_level="read_committed",
+        max_poll_interval_ms=600_000,
+    )
 
 
 def subscribed_sink(

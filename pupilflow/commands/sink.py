@@ -8,14 +8,13 @@ import signal
 import threading
 from typing import Any
 
-from kafka import KafkaConsumer
 from prometheus_client import start_http_server
 
 from schemas.settings import Settings
 from sinks.clickhouse import connect
 from sinks.metrics import SinkMetrics
 from sinks.migrate import migrate
-from sinks.writer import subscribed_sink
+from sinks.writer import sink_consumer, subscribed_sink
 
 
 def register(subparsers: Any) -> None:
@@ -32,16 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     migrate(client)
     metrics = SinkMetrics()
     start_http_server(settings.sink_metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
-        group_id=settings.sink_group,
-        client_id="pupilflow-sink",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        # Only committed transactions' decisions and facts are part of the trail.
-        isolation_level="read_committed",
-        max_poll_interval_ms=600_000,
-    )
+    consumer = sink_consumer(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
