@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 
@@ -38,7 +37,7 @@ def numbered(events: list[Event], numbers: list[int]) -> list[Event]:
 
 @pytest.mark.timeout(300)
 def test_a_backlog_over_four_partitions_reports_only_the_numbers_that_never_came(isolated: Settings) -> None:
-    prefix = f"seq-{uuid.uuid4().hex[:6]}"
+    prefix = f"{isolated.topics.flows.split('.')[0]}-seq"
     names = {k: f"{prefix}.{k}" for k in Topics.model_fields if k != "partitions"}
     settings = isolated.model_copy(update={"topics": Topics(**names, partitions=4)})
     ensure_topics(settings)
