@@ -74,10 +74,16 @@ STALLING_WORKER = textwrap.dedent(
     stalled = []
 
     async def stalling_commit(self, *args):
-        if not stalled:  # the first transaction of the process never finishes, as seen once at broker start
+        if not stalled:  # the first transaction of the process never finishes, as seen at broker start
             stalled.append(True)
             await self.producer.begin_transaction()
-            await asyncio.sleep(3600)
+            while True:  # and shrugs off the watchdog's cancellation, as a Kafka request being retried does
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    if len(stalled) > 1:
+                        raise  # the second: the process is shutting down
+                    stalled.append(True)
         await commit(self, *args)
 
     streams.worker.StreamWorker._commit = stalling_commit
