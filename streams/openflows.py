@@ -40,6 +40,7 @@ CREATE TABLE seen (digest BLOB PRIMARY KEY) WITHOUT ROWID;
 """
 
 _IN_CHUNK = 500  # host parameters per `IN (...)` query
+_EVER = -(2**62)  # before any event (us): the lower bound of "every open flow"
 
 
 @dataclass(slots=True)
@@ -157,7 +158,7 @@ class OpenFlows:
 
     def for_subject(self, subject: str, since: int | None, now: int) -> list[str]:
         """Open flows about a subject that occurred at or after `since` (all when None), in arrival order."""
-        low = -(2**62) if since is None else since
+        low = _EVER if since is None else since
         rows = self._db.execute(
             "SELECT f.id FROM refs r JOIN flows f ON f.seq = r.flow"
             " WHERE r.subject = ? AND r.expires >= ? AND r.occurred >= ? ORDER BY r.flow",
@@ -170,15 +171,16 @@ class OpenFlows:
                 found.append(flow_id)
         return found
 
-    def for_recipient(self, recipient: str, since: int, now: int) -> list[str]:
-        """Open flows to a recipient that occurred at or after `since`, by occurrence then id."""
+    def for_recipient(self, recipient: str, since: int | None, now: int) -> list[str]:
+        """Open flows to a recipient that occurred at or after `since` (all when None), by occurrence then id."""
+        low = _EVER if since is None else since
         rows = self._db.execute(
             "SELECT occurred, id FROM flows WHERE recipient = ? AND occurred >= ? AND expires >= ?",
-            (recipient, since, now),
+            (recipient, low, now),
         ).fetchall()
         for flow_id in self._pending_by_recipient.get(recipient, ()):
             p = self._pending[flow_id]
-            if p.expires >= now and p.occurred >= since:
+            if p.expires >= now and p.occurred >= low:
                 rows.append((p.occurred, flow_id))
         return [flow_id for _, flow_id in sorted(rows)]
 

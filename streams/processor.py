@@ -156,9 +156,8 @@ class StreamState(Replayer):
         if found is None:
             return []
         to, key, since = found
-        if to == "recipient":
-            return self.flows.for_recipient(key, _NEVER if since is None else since, to_us(now))
-        return self.flows.for_subject(key, since, to_us(now))
+        lookup = self.flows.for_recipient if to == "recipient" else self.flows.for_subject
+        return lookup(key, since, to_us(now))
 
     def _open_flow(self, flow_id: str) -> tuple[DataFlow, Decision] | None:
         line = self.flows.line(flow_id, self._now_us())
@@ -263,11 +262,11 @@ class StreamState(Replayer):
             arrived, flow_json, _ = _split(line)
             flow = parse_event(flow_json)
             assert isinstance(flow, DataFlow)
-            expires = max(to_us(flow.occurred_at), arrived) + self._lateness_us
+            occurred = to_us(flow.occurred_at)
+            expires = max(occurred, arrived) + self._lateness_us
             if expires < horizon:
                 continue  # closed before the last commit; its batch is kept only for the flows still open
             subjects = (s.id for s in flow.subjects)
-            occurred = to_us(flow.occurred_at)
             self.flows.add(
                 flow_id, flow.recipient, subjects, occurred, expires, line, rewritten=flow_id in overrides
             )  # fmt: skip
