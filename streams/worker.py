@@ -335,6 +335,8 @@ class StreamWorker:
         self.inputs: list[TopicPartition] = []
         self._partitions: dict[str, int] = {}
         self._transactions = 0
+        self.committed = 0
+        """Transactions this worker committed (progress: a restart after one starts its count of failures afresh)."""
         self._placed: dict[tuple[str, bytes | None], int] = {}  # (topic, key) -> partition: murmur2 once a key
 
     async def start(self) -> None:
@@ -482,6 +484,7 @@ class StreamWorker:
                 f"a transaction of {len(records)} events did not commit within {self.settings.worker_stall_seconds:g}s"
             )
         commit.result()  # raises what made it fail
+        self.committed += 1
         self.judge.committed(time.time())
         self.metrics.transaction_seconds.observe(time.perf_counter() - started)
         self.metrics.transaction_events.observe(len(records))

@@ -65,13 +65,13 @@ async def _serve(settings: Settings, policy: Policy, metrics: WorkerMetrics) -> 
                 # Served only once the state is back, so "ready" means ready to judge.
                 start_http_server(settings.worker_web_port, addr="127.0.0.1", registry=metrics.registry)
                 served = True
-            failures = 0
             await worker.run(stop)
         except ProducerFenced:
             log.critical("another worker with the same transactional id took over; stopping the worker")
             return 1
         except (TransactionStalled, KafkaError) as exc:
-            failures += 1
+            # "In a row" means without a commit in between: a worker that starts but never commits gives up.
+            failures = 1 if worker.committed else failures + 1
             if failures > RESTARTS:
                 log.critical("the worker failed %d times in a row; stopping the worker", failures, exc_info=True)
                 return 1

@@ -114,3 +114,41 @@ def test_a_stalled_transaction_restarts_the_worker_which_then_decides_the_flow_o
     assert "restarting from the last commit" in output
     assert [json.loads(r.value)["flow_event_id"] for r in decided] == [flow.event_id], output[-3000:]
     assert proc.returncode == 0, output[-3000:]
+
+
+ALWAYS_STALLING_WORKER = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+
+    import streams.worker
+    from pupilflow.cli import main
+
+    async def never_commits(self, *args):
+        await asyncio.sleep(3600)
+
+    streams.worker.StreamWorker._commit = never_commits
+    sys.exit(main(["worker"]))
+    """
+)
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_that_never_commits_gives_up_after_five_restarts_in_a_row(isolated: Settings) -> None:
+    script = isolated.home / "never_committing_worker.py"
+    script.write_text(ALWAYS_STALLING_WORKER)
+    from producers.emitter import Emitter
+
+    with Emitter(isolated.kafka_bootstrap, isolated.topics) as emitter:
+        emitter.emit(a_flow(92))
+    env = settings_env(isolated) | {"PUPILFLOW_WORKER_STALL_SECONDS": "1"}
+    log = isolated.home / "never_committing_worker.log"
+    with log.open("w") as out:
+        stopped = subprocess.run(
+            [sys.executable, str(script)], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=240
+        )
+    output = log.read_text(errors="replace")
+    assert stopped.returncode == 1, output[-3000:]
+    assert output.count("did not commit within 1s") == 6
+    assert "failed 6 times in a row; stopping the worker" in output
+    assert read_topic(isolated, isolated.topics.decisions, count=1, timeout=3) == []
