@@ -238,31 +238,9 @@ def read_decision(value: bytes, payload: str, partition: int, offset: int) -> De
         partition,
         offset,
     ]
-    # `chain.canonical(row)`: the same encoder over the same values, each datetime already in its hashed form.
-    hashed = _CANONICAL.encode(
-        [
-            decision_id,
-            flow_event_id,
-            verdict,
-            reasons,
-            explanation,
-            recipient,
-            purpose,
-            categories,
-            subject_ids,
-            occurred_text,
-            decided_text,
-            emitted_text,
-            connector,
-            sequence,
-            digest,
-            notice,
-            supersedes,
-            payload,
-            partition,
-            offset,
-        ]
-    ).encode("ascii")
+    # `chain.canonical(row)`: the same encoder over the same values, each datetime (columns 9-11) already in its
+    # hashed form.
+    hashed = _CANONICAL.encode([*row[:9], occurred_text, decided_text, emitted_text, *row[12:]]).encode("ascii")
     disclosures: list[list[object]] = [
         [
             subject_id,
