@@ -38,7 +38,7 @@ from schemas.settings import Settings, Topics  # noqa: E402
 from sinks.clickhouse import connect, split_dsn  # noqa: E402
 from sinks.metrics import SinkMetrics  # noqa: E402
 from sinks.migrate import migrate  # noqa: E402
-from sinks.writer import sink_consumer, subscribed_sink  # noqa: E402
+from sinks.writer import chain_heads, sink_consumer, subscribed_sink  # noqa: E402
 
 TOPIC_NAMES = ("flows", "facts", "decisions", "violations", "dlq", "checkpoints", "changelog", "chain_heads")
 
@@ -101,7 +101,8 @@ def run_once(settings: Settings, expected: int, home: Path) -> tuple[float, floa
         migrate(client)
         metrics = SinkMetrics()
         consumer = FirstPoll(sink_consumer(settings, client_id="bench-sink"))
-        sink, heads = subscribed_sink(consumer, client, settings, metrics, home)
+        heads = chain_heads(settings, home)
+        sink = subscribed_sink(consumer, client, settings, metrics, heads)
         landed = metrics.table["decisions"].rows
         try:
             sink.run(lambda: landed._value.get() >= expected)

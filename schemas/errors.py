@@ -20,3 +20,7 @@ class ServiceUnavailable(PupilflowError):  # noqa: N818 (a name others already i
 
 class TransactionStalled(ServiceUnavailable):
     """A Kafka transaction of the stream worker did not commit in time (the worker restarts from its changelog)."""
+
+
+class RebalanceStalled(ServiceUnavailable):
+    """The sink's consumer group did not finish a rebalance in time (the sink rejoins with a fresh consumer)."""

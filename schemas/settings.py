@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     sink_group: str = "pupilflow-sink"
     sink_batch_max_rows: int = Field(default=10_000, ge=1)
     sink_batch_max_seconds: float = Field(default=1.0, gt=0)
+    sink_rebalance_stall_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="A sink still without partitions this long into a rebalance the broker has finished rejoins.",
+    )
     topics: Topics = Field(default_factory=Topics)
 
     @field_validator("clickhouse_dsn")

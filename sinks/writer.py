@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.decisions import DeadLetter, Decision
+from schemas.errors import RebalanceStalled, ServiceUnavailable
 from schemas.events import DataFlow, parse_event
 from schemas.settings import Settings, Topics
 from sinks.chain import Chain, Head
@@ -121,6 +123,8 @@ class AuditSink:
         max_seconds: float = 1.0,
         max_backoff_seconds: float = 30.0,
         duplicate_window: int = DUPLICATE_WINDOW,
+        rebalance_stall_seconds: float = 20.0,
+        group_state: Callable[[], str | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -142,9 +146,15 @@ class AuditSink:
         self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._should_stop: Callable[[], bool] = lambda: False
         self._collector = _CollectorPause()
+        self._rebalance_stall = rebalance_stall_seconds
+        self._group_state = group_state
+        self._rebalancing_since: float | None = None
+        self.assigned_once = False
+        """Whether a rebalance ever completed for this sink (progress, for counting stalls in a row)."""
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         """Flushes the batch before partitions are taken away, and forgets chains it may no longer own."""
+        self._rebalancing_since = self._clock()  # asked for at subscribe: the first join starts now
         return _Rebalance(self)
 
     def run(self, should_stop: Callable[[], bool]) -> None:
@@ -156,12 +166,32 @@ class AuditSink:
                 self.poll_once()
                 if self._due():
                     self.flush(should_stop)
+                self._check_rebalance()
             self.flush(lambda: True)
         except _StopRequestedError:
             log.error("stopped while ClickHouse was unavailable; %d messages stay uncommitted", len(self._batch))
         finally:
             self._collector.allowed = False
             self._collector.resume()
+
+    def _check_rebalance(self) -> None:
+        """Raise `RebalanceStalled` when a rebalance the broker has finished never reached this consumer.
+
+        kafka-python 3.0.12 was seen (CI, twice) never taking the SyncGroup answer of a second join that
+        the broker had sent: the sink sat without partitions, and stopped heartbeating, until restarted.
+        """
+        since = self._rebalancing_since
+        if since is None or self._clock() - since < self._rebalance_stall:
+            return
+        state = self._group_state() if self._group_state is not None else None
+        if state in (None, "PreparingRebalance", "Dead"):
+            # Unknown (no answer, or no coordinator yet), or still waiting for other members to rejoin (one may be
+            # flushing to a ClickHouse that is down): a new consumer would wait just the same. Ask again later.
+            self._rebalancing_since = self._clock()
+            return
+        raise RebalanceStalled(
+            f"no partitions {self._clock() - since:.0f}s into a rebalance while the broker has the group {state}"
+        )
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Read what Kafka has (up to the batch limit) into the batch; returns the number of messages."""
@@ -358,10 +388,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # Rows of a partition read here must be committed here: its next owner recovers the chain from ClickHouse.
         self._sink.flush(self._sink._should_stop)
         self._sink._chains.clear()
+        self._sink._rebalancing_since = self._sink._clock()  # after the flush: a slow ClickHouse is not a stall
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         # Another sink may have extended these chains meanwhile.
         self._sink._chains.clear()
+        self._sink._rebalancing_since = None
+        self._sink.assigned_once = True
 
 
 def sink_consumer(settings: Settings, client_id: str = "pupilflow-sink") -> KafkaConsumer:
@@ -378,11 +411,36 @@ def sink_consumer(settings: Settings, client_id: str = "pupilflow-sink") -> Kafk
     )
 
 
+def chain_heads(settings: Settings, home: Path) -> HeadCheckpoints:
+    """The chain-head checkpoints of these settings, their file under `home`."""
+    return HeadCheckpoints.connect(settings.kafka_bootstrap, settings.topics.chain_heads, home / CHAIN_HEADS_FILE)
+
+
+def group_state(admin: Any, group: str) -> Callable[[], str | None]:
+    """Asks the broker for the state of `group` ("Stable", "PreparingRebalance", ...); None when it cannot say."""
+
+    def state() -> str | None:
+        try:
+            found = admin.describe_groups([group]).get(group) or {}
+        except KafkaError as exc:
+            log.warning("cannot describe consumer group %s: %s", group, exc)
+            return None
+        value = found.get("group_state")
+        return str(value) if value else None
+
+    return state
+
+
 def subscribed_sink(
-    consumer: Any, client: Any, settings: Settings, metrics: SinkMetrics, home: Path
-) -> tuple[AuditSink, HeadCheckpoints]:
-    """The sink of these settings, its chain heads checkpointed under `home`, and `consumer` subscribed for it."""
-    heads = HeadCheckpoints.connect(settings.kafka_bootstrap, settings.topics.chain_heads, home / CHAIN_HEADS_FILE)
+    consumer: Any,
+    client: Any,
+    settings: Settings,
+    metrics: SinkMetrics,
+    heads: HeadSink | None,
+    *,
+    state: Callable[[], str | None] | None = None,
+) -> AuditSink:
+    """The sink of these settings, checkpointing chain heads to `heads`, with `consumer` subscribed for it."""
     sink = AuditSink(
         consumer,
         client,
@@ -391,7 +449,15 @@ def subscribed_sink(
         heads=heads,
         max_rows=settings.sink_batch_max_rows,
         max_seconds=settings.sink_batch_max_seconds,
+        rebalance_stall_seconds=settings.sink_rebalance_stall_seconds,
+        group_state=state,
     )
     topics = settings.topics
-    consumer.subscribe([topics.decisions, topics.facts, topics.dlq], listener=sink.rebalance_listener())
-    return sink, heads
+    wanted = [topics.decisions, topics.facts, topics.dlq]
+    consumer.subscribe(wanted, listener=sink.rebalance_listener())
+    # Metadata of the subscribed topics before the first poll, so that the first join assigns every partition.
+    # Without it the consumer joins with none, learns the partitions, and joins again at every start.
+    missing = set(wanted) - consumer.topics()
+    if missing:
+        raise ServiceUnavailable(f"topics {sorted(missing)} do not exist in Kafka (run `pupilflow topics`)")
+    return sink

@@ -8,13 +8,16 @@ import signal
 import threading
 from typing import Any
 
+from kafka.admin import KafkaAdminClient
 from prometheus_client import start_http_server
 
+from pupilflow.topics import ensure_topics
+from schemas.errors import RebalanceStalled
 from schemas.settings import Settings
 from sinks.clickhouse import connect
 from sinks.metrics import SinkMetrics
 from sinks.migrate import migrate
-from sinks.writer import sink_consumer, subscribed_sink
+from sinks.writer import chain_heads, group_state, sink_consumer, subscribed_sink
 
 
 def register(subparsers: Any) -> None:
@@ -24,22 +27,45 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+RESTARTS = 5
+"""Consecutive stalled rebalances (each met with a fresh consumer) before the sink gives up (exit 1)."""
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Consume decisions, facts and dead letters into ClickHouse until SIGTERM/SIGINT."""
+    """Consume decisions, facts and dead letters into ClickHouse until SIGTERM/SIGINT; 1 when it gave up."""
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log = logging.getLogger(__name__)
     client = connect(settings.clickhouse_dsn)
     migrate(client)
+    ensure_topics(settings)  # a sink started before the worker would find nothing to subscribe to
     metrics = SinkMetrics()
     start_http_server(settings.sink_metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    consumer = sink_consumer(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    sink, heads = subscribed_sink(consumer, client, settings, metrics, settings.home)
-    logging.getLogger(__name__).info("sink running; /metrics on 127.0.0.1:%d", settings.sink_metrics_port)
+    heads = chain_heads(settings, settings.home)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="pupilflow-sink-admin")
+    stalls = 0
     try:
-        sink.run(stop.is_set)
+        while not stop.is_set():
+            consumer = sink_consumer(settings)
+            try:
+                sink = subscribed_sink(
+                    consumer, client, settings, metrics, heads, state=group_state(admin, settings.sink_group)
+                )
+                log.info("sink running; /metrics on 127.0.0.1:%d", settings.sink_metrics_port)
+                try:
+                    sink.run(stop.is_set)
+                except RebalanceStalled as exc:
+                    # Nothing is lost: the batch was flushed before the rebalance; offsets follow each insert.
+                    stalls = 1 if sink.assigned_once else stalls + 1
+                    if stalls > RESTARTS:
+                        log.critical("%s; %d stalled rebalances in a row, stopping the sink", exc, stalls)
+                        return 1
+                    log.error("%s; rejoining with a fresh consumer (%d of %d)", exc, stalls, RESTARTS)
+            finally:
+                consumer.close()
     finally:
-        consumer.close()
+        admin.close()
         heads.close()
     return 0

@@ -175,6 +175,21 @@ def sink(kafka: Settings, clickhouse: Any) -> Iterator[Child]:
     yield from running(children.sink(kafka, kafka.home / "sink.log"))
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that used the session's worker or sink shows the end of their logs: CI keeps nothing else."""
+    report = yield
+    if report.failed and call.when == "call":
+        settings = getattr(item, "funcargs", {}).get("kafka")
+        for name in ("worker", "sink"):
+            if name in getattr(item, "fixturenames", ()) and isinstance(settings, Settings):
+                log = settings.home / f"{name}.log"
+                if log.exists():
+                    tail = log.read_text(errors="replace").splitlines()[-40:]
+                    report.sections.append((f"session {name} log (last 40 lines)", "\n".join(tail)))
+    return report
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text exposition (0 when absent)."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))

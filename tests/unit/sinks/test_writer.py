@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from schemas.decisions import DeadLetter, Decision, SubjectVerdict
+from schemas.errors import RebalanceStalled
 from schemas.events import (
     Actor,
     ConsentGiven,
@@ -331,3 +334,75 @@ def test_a_collector_switched_off_before_the_sink_runs_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rebalancing_sink(states: list[str | None]) -> tuple[AuditSink, Any, Clock, list[str | None]]:
+    """A sink subscribed at t=0 whose group-state answers come from `states`; returns the listener and clock."""
+    clock, asked = Clock(), []
+
+    def state() -> str | None:
+        asked.append(states[len(asked)])
+        return asked[-1]
+
+    sink, _, _, _ = make_sink(
+        FakeConsumer([]), FakeClient(), clock=clock, rebalance_stall_seconds=20, group_state=state
+    )
+    return sink, sink.rebalance_listener(), clock, asked
+
+
+def test_a_rebalance_the_broker_finished_but_the_consumer_never_took_stops_the_sink_after_the_limit() -> None:
+    sink, listener, clock, asked = rebalancing_sink(["Stable"])
+    listener.on_partitions_revoked(set())
+    clock.now = 19.9
+    sink._check_rebalance()
+    assert asked == []  # within the limit the broker is not even asked
+    clock.now = 20.5
+    with pytest.raises(RebalanceStalled, match="group Stable"):
+        sink._check_rebalance()
+    assert not sink.assigned_once
+
+
+def test_a_group_still_waiting_for_members_or_an_unknown_state_is_waited_for() -> None:
+    sink, _, clock, asked = rebalancing_sink(["PreparingRebalance", None, "Dead", "Empty"])
+    for now in (21.0, 42.0, 63.0):
+        clock.now = now
+        sink._check_rebalance()  # no raise: a fresh consumer would wait just the same
+    clock.now = 84.0
+    with pytest.raises(RebalanceStalled, match="group Empty"):
+        sink._check_rebalance()
+    assert asked == ["PreparingRebalance", None, "Dead", "Empty"]
+
+
+def test_a_completed_rebalance_clears_the_watch_and_counts_as_progress() -> None:
+    sink, listener, clock, asked = rebalancing_sink(["Stable"])
+    listener.on_partitions_revoked(set())
+    listener.on_partitions_assigned({("decisions", 0)})
+    clock.now = 1_000.0
+    sink._check_rebalance()
+    assert asked == []
+    assert sink.assigned_once
+
+
+def test_the_limit_is_counted_from_the_end_of_the_flush_before_a_rebalance() -> None:
+    # Flushing to a ClickHouse that is down can take minutes; that is the sink's own wait, not a stall.
+    consumer, client, clock = FakeConsumer(records(2)), FakeClient(failures=3), Clock()
+    sink, _, _, _ = make_sink(consumer, client, clock=clock, rebalance_stall_seconds=20, group_state=lambda: "Stable")
+    listener = sink.rebalance_listener()
+    listener.on_partitions_assigned({("decisions", 0)})
+    sink.poll_once()
+    clock.now = 100.0  # the flush inside the revoke ends here
+    listener.on_partitions_revoked({("decisions", 0)})
+    assert ("decisions", 2) in client.inserts
+    clock.now = 110.0
+    sink._check_rebalance()
+    clock.now = 121.0
+    with pytest.raises(RebalanceStalled):
+        sink._check_rebalance()
