@@ -59,6 +59,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "dead_letters": DEAD_LETTER_COLUMNS,
 }
 
+JOIN_POLL_MS = 3_000
+"""How long one poll may wait while the sink is joining its group (a join on a busy broker takes seconds)."""
+
 DUPLICATE_WINDOW = 200_000
 """How many recent decision ids the sink remembers to recognise a decision sent twice."""
 
@@ -196,6 +199,10 @@ class AuditSink:
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Read what Kafka has (up to the batch limit) into the batch; returns the number of messages."""
         room = max(1, self._max_rows - self._batch.largest())
+        if self._rebalancing_since is not None:
+            # Joining the group happens inside poll. kafka-python 3.0.12 drops a join that completes between two
+            # polls and joins again (a second rebalance); there is no batch to flush meanwhile, so wait longer.
+            timeout_ms = max(timeout_ms, JOIN_POLL_MS)
         records = self._consumer.poll(timeout_ms=timeout_ms, max_records=room)
         count = 0
         for batch in records.values():

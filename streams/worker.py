@@ -36,7 +36,7 @@ from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from schemas.decisions import DeadLetter, Decision
-from schemas.errors import ServiceUnavailable, TransactionStalled
+from schemas.errors import ConfigurationError, ServiceUnavailable, TransactionStalled
 from schemas.events import DataFlow, parse_event
 from schemas.policy import Policy
 from schemas.settings import Settings
@@ -379,6 +379,12 @@ class StreamWorker:
             except KafkaError as exc:
                 raise ServiceUnavailable(f"topic {topic} is not available (run `pupilflow topics`): {exc}") from exc
             self._partitions[topic] = len(found)
+        if self._partitions[t.flows] != self._partitions[t.facts]:
+            # Arrival order is kept per partition number: flows and facts of one subject must share it.
+            raise ConfigurationError(
+                f"topics {t.flows} ({self._partitions[t.flows]} partitions) and {t.facts} "
+                f"({self._partitions[t.facts]}) must have the same number of partitions"
+            )
         self.inputs = [
             TopicPartition(topic, p)
             for topic in (self.topics.flows, self.topics.facts)

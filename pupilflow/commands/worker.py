@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import start_http_server
 
 from pupilflow.topics import ensure_topics
-from schemas.errors import TransactionStalled
+from schemas.errors import ConfigurationError, TransactionStalled
 from schemas.policy import Policy, load_policy
 from schemas.settings import Settings
 from streams.metrics import GcPauses, WorkerMetrics
@@ -82,6 +82,8 @@ async def _serve(settings: Settings, policy: Policy, metrics: WorkerMetrics) -> 
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
             continue
+        except ConfigurationError:
+            raise  # one clear line from the command line, exit 2
         except Exception:
             # A violation is a value; an exception here is a bug or an outage. Stop loudly: nothing of the open
             # transaction is committed, so a fixed worker judges the same events again after restoring.

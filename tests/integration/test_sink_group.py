@@ -9,6 +9,7 @@ import pytest
 from kafka.admin import KafkaAdminClient
 
 from pupilflow.topics import ensure_topics
+from schemas.errors import ServiceUnavailable
 from schemas.settings import Settings
 from sinks.metrics import SinkMetrics
 from sinks.writer import group_state, sink_consumer, subscribed_sink
@@ -70,3 +71,16 @@ def test_group_state_reports_what_the_broker_says(own_group: Settings) -> None:
     finally:
         consumer.close()
         admin.close()
+
+
+def test_a_sink_for_topics_that_do_not_exist_says_which(isolated: Settings) -> None:
+    settings = isolated.model_copy(
+        update={"topics": isolated.topics.model_copy(update={"decisions": f"{isolated.topics.decisions}-missing"})}
+    )
+    consumer = sink_consumer(settings)
+    try:
+        with pytest.raises(ServiceUnavailable, match=r"do not exist in Kafka \(run `pupilflow topics`\)") as raised:
+            subscribed_sink(consumer, None, settings, SinkMetrics(), None)
+        assert settings.topics.decisions in str(raised.value)
+    finally:
+        consumer.close()

@@ -152,3 +152,25 @@ def test_a_worker_that_never_commits_gives_up_after_five_restarts_in_a_row(isola
     assert output.count("did not commit within 1s") == 6
     assert "failed 6 times in a row; stopping the worker" in output
     assert read_topic(isolated, isolated.topics.decisions, count=1, timeout=3) == []
+
+
+def test_a_worker_on_flows_and_facts_topics_of_different_partition_counts_refuses_to_start(isolated: Settings) -> None:
+    # Arrival order is kept per partition number, so a broker-made or hand-made topic with another count would
+    # silently let a flow overtake its subject's earlier facts.
+    from kafka.admin import KafkaAdminClient, NewPartitions
+
+    admin = KafkaAdminClient(bootstrap_servers=isolated.kafka_bootstrap.split(","))
+    try:
+        admin.create_partitions({isolated.topics.flows: NewPartitions(total_count=isolated.topics.partitions + 1)})
+    finally:
+        admin.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "pupilflow.cli", "worker"],
+        env=settings_env(isolated),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "must have the same number of partitions" in done.stderr
+    assert isolated.topics.flows in done.stderr
