@@ -1,20 +1,28 @@
-"""The sink's consumer group on a real broker: one join at start, and the group state its stall watch reads."""
+"""The sink's consumer group on a real broker: one join at start, the group state its stall watch reads, and a
+sink whose join answer never arrives rejoining with a fresh consumer."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
+import uuid
 from typing import Any
 
 import pytest
 from kafka.admin import KafkaAdminClient
 
+from producers.emitter import Emitter
+from pupilflow.children import settings_env
 from pupilflow.topics import ensure_topics
 from schemas.errors import ServiceUnavailable
 from schemas.settings import Settings
 from sinks.metrics import SinkMetrics
 from sinks.writer import group_state, sink_consumer, subscribed_sink
+from streams import builders as b
 
-from .conftest import wait_until
+from .conftest import REPO, free_port, wait_until
 
 pytestmark = [pytest.mark.kafka]
 
@@ -84,3 +92,60 @@ def test_a_sink_for_topics_that_do_not_exist_says_which(isolated: Settings) -> N
         assert settings.topics.decisions in str(raised.value)
     finally:
         consumer.close()
+
+
+LOSES_ITS_FIRST_JOIN_ANSWER = textwrap.dedent(
+    """
+    import sys
+
+    import kafka.coordinator.base as base
+    from pupilflow.cli import main
+
+    original = base.BaseCoordinator._do_join_and_sync_async
+    lost = []
+
+    async def answer_lost_once(self):
+        answer = await original(self)  # the broker completes the join and takes the assignment...
+        if not lost:
+            lost.append(True)
+            print("test: the first join's answer is lost", flush=True)
+            await self._manager._net.sleep(3600)  # ...but this consumer never takes the answer
+        return answer
+
+    base.BaseCoordinator._do_join_and_sync_async = answer_lost_once
+    sys.exit(main(["sink"]))
+    """
+)
+
+
+@pytest.mark.clickhouse
+@pytest.mark.timeout(180)
+def test_a_sink_that_never_gets_its_join_answer_rejoins_and_lands_what_follows(
+    own_group: Settings, clickhouse: Any
+) -> None:
+    # What CI saw from kafka-python 3.0.12: the broker finished the rebalance, the consumer never heard.
+    settings = own_group.model_copy(update={"sink_metrics_port": free_port()})
+    script = settings.home / "sink_losing_its_join_answer.py"
+    script.write_text(LOSES_ITS_FIRST_JOIN_ANSWER)
+    env = settings_env(settings) | {"PUPILFLOW_SINK_REBALANCE_STALL_SECONDS": "3"}
+    log = settings.home / "sink.log"
+    fact = b.agreement("2026-09-01T00:00Z", "dfe", event_id=f"agreement-{uuid.uuid4()}")
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with Emitter(settings.kafka_bootstrap, settings.topics) as emitter:
+            emitter.emit(fact)
+        query = "SELECT count() FROM facts WHERE event_id = {e:String}"
+        wait_until(
+            lambda: clickhouse.query(query, parameters={"e": fact.event_id}).result_rows[0][0],
+            timeout=90,
+            what="the fact in ClickHouse",
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    output = log.read_text(errors="replace")
+    assert "the first join's answer is lost" in output, output[-3000:]
+    assert "while the broker has the group Stable" in output, output[-3000:]
+    assert "rejoining with a fresh consumer (1 of 5)" in output, output[-3000:]
+    assert proc.returncode == 0, output[-3000:]
