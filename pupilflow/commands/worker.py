@@ -19,6 +19,7 @@ from pupilflow.topics import ensure_topics
 from schemas.errors import ConfigurationError, TransactionStalled
 from schemas.policy import Policy, load_policy
 from schemas.settings import Settings
+from streams.gcpolicy import FreezeSurvivors
 from streams.metrics import GcPauses, WorkerMetrics
 from streams.worker import StreamWorker
 
@@ -40,19 +41,34 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(settings)
     policy = load_policy(settings.policy_dir)
     metrics = WorkerMetrics()
-    with GcPauses(metrics):  # the collector is process-wide: only the composition root hooks it
-        return asyncio.run(_serve(settings, policy, metrics))
+    # The collector is process-wide: only the composition root hooks it.
+    with GcPauses(metrics), FreezeSurvivors() as freezer:
+        return asyncio.run(_serve(settings, policy, metrics, freezer))
 
 
 RESTARTS = 5
 """Consecutive in-process restarts after a stalled or failed transaction before the worker gives up (exit 1)."""
 
 
-async def _serve(settings: Settings, policy: Policy, metrics: WorkerMetrics) -> int:
+async def _serve(settings: Settings, policy: Policy, metrics: WorkerMetrics, freezer: FreezeSurvivors) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    ticking = asyncio.create_task(_tick(freezer, stop))
+    try:
+        return await _serve_until_stopped(settings, policy, metrics, stop)
+    finally:
+        ticking.cancel()
+
+
+async def _tick(freezer: FreezeSurvivors, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        freezer.tick()
+        await asyncio.sleep(0.5)
+
+
+async def _serve_until_stopped(settings: Settings, policy: Policy, metrics: WorkerMetrics, stop: asyncio.Event) -> int:
     served = False
     failures = 0
     while not stop.is_set():
