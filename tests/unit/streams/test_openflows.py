@@ -83,3 +83,21 @@ def test_digests_are_known_once_remembered_in_any_number_of_chunks() -> None:
     assert store.known(digests) == set(digests[::2])
     store.remember(digests[:10])  # again: no error, no double
     assert store.known(digests[:10]) == set(digests[:10])
+
+
+def test_sqlite_commits_at_most_every_interval_and_reads_see_what_is_not_committed() -> None:
+    now = [0.0]
+    store = OpenFlows(on_disk=True, commit_every_s=2.0, clock=lambda: now[0])
+    store.add("f-1", "sims", ["p-1"], occurred=1 * H, expires=49 * H, line=b"one")
+    store.flush({"f-1": b"b:1"})
+    store.commit()
+    assert store._db.in_transaction  # within the interval: still open
+    assert store.line("f-1", 2 * H) == b"one"
+    assert len(store.for_subject("p-1", None, 2 * H)) == 1
+    now[0] = 2.5
+    store.commit()
+    assert not store._db.in_transaction
+    store.add("f-2", "quizcloud", ["p-1"], occurred=3 * H, expires=51 * H, line=b"two")
+    store.flush({"f-2": b"b:2"})
+    store.commit()
+    assert store._db.in_transaction  # the interval starts again at the last commit
