@@ -44,7 +44,8 @@ CREATE TABLE seen (digest BLOB PRIMARY KEY) WITHOUT ROWID;
 """
 
 _IN_CHUNK = 500  # host parameters per `IN (...)` query
-_EVER = -(2**62)  # before any event (us): the lower bound of "every open flow"
+NEVER = -(2**62)
+"""A time before any event (us): the lower bound of "every open flow"."""
 
 
 @dataclass(slots=True)
@@ -170,7 +171,7 @@ class OpenFlows:
 
     def for_subject(self, subject: str, since: int | None, now: int) -> list[str]:
         """Open flows about a subject that occurred at or after `since` (all when None), in arrival order."""
-        low = _EVER if since is None else since
+        low = NEVER if since is None else since
         rows = self._db.execute(
             "SELECT f.id FROM refs r JOIN flows f ON f.seq = r.flow"
             " WHERE r.subject = ? AND r.expires >= ? AND r.occurred >= ? ORDER BY r.flow",
@@ -185,7 +186,7 @@ class OpenFlows:
 
     def for_recipient(self, recipient: str, since: int | None, now: int) -> list[str]:
         """Open flows to a recipient that occurred at or after `since` (all when None), by occurrence then id."""
-        low = _EVER if since is None else since
+        low = NEVER if since is None else since
         rows = self._db.execute(
             "SELECT occurred, id FROM flows WHERE recipient = ? AND occurred >= ? AND expires >= ?",
             (recipient, low, now),

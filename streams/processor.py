@@ -37,7 +37,7 @@ from schemas.events import (
     parse_event,
 )
 from schemas.policy import Policy
-from streams.openflows import OpenFlows
+from streams.openflows import NEVER, OpenFlows
 from streams.replay import Replayer
 from streams.sequences import SequenceTracker
 from streams.state import DEFAULT_LATENESS, SubjectState, from_us, reach, to_us
@@ -80,7 +80,7 @@ class StreamState(Replayer):
         self._watermark_moved = False
 
     def _now_us(self) -> int:
-        return to_us(self.watermark) if self.watermark is not None else _NEVER
+        return to_us(self.watermark) if self.watermark is not None else NEVER
 
     # --- deciding ---------------------------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class StreamState(Replayer):
         return flow, Decision.model_validate_json(decision_json)
 
     def _supersede(self, flow_id: str, decision: Decision) -> None:
-        current = self.flows.line(flow_id, _NEVER)
+        current = self.flows.line(flow_id, NEVER)
         assert current is not None, f"superseding flow {flow_id} that is not open"
         arrived, flow_json, _ = _split(current)
         line = _line(arrived, flow_json, decision.to_json_bytes())
@@ -275,8 +275,6 @@ class StreamState(Replayer):
         return len(latest)
 
 
-_NEVER = -(2**62)
-"""A time before any event (us): the lower bound of "every open flow"."""
 _DIGEST = 12
 _CHUNK_BYTES = 512 * 1024
 """Largest `b:` value: Kafka refuses records over its 1 MiB default (`message.max.bytes`)."""

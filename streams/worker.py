@@ -481,7 +481,7 @@ class StreamWorker:
         changes = self.state.changes(f"{int(time.time() * 1000)}-{self._transactions}")
         commit = asyncio.ensure_future(self._commit(out, changes, offsets))
         # Not `wait_for`: it waits for a cancelled commit to finish cancelling, and a Kafka request being
-        # retried does not (CI saw a first transaction on a fresh broker wait 3 x 40 s for the offsets' commit).
+        # retried may not finish for a request timeout or more (aiokafka's default is 40 s, retried).
         await asyncio.wait({commit}, timeout=self.settings.worker_stall_seconds)
         if not commit.done():
             commit.cancel()
