@@ -27,6 +27,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -135,12 +136,16 @@ class Judge:
         self.metrics.dead_letters.labels(stage=stage).inc()
         log.warning("dead letter %s[%s]@%s: %s", record.topic, record.partition, record.offset, error)
 
-    def committed(self, now: float) -> None:
-        """The transaction holding the pending decisions committed: observe their end-to-end latency."""
+    def take_pending(self) -> list[float]:
+        """The `emitted_at` of each decision made since the last call: the ones the next transaction holds."""
+        pending, self._sent_at = self._sent_at, []
+        return pending
+
+    def committed(self, emitted: list[float], now: float) -> None:
+        """The transaction holding these decisions committed at `now`: observe their end-to-end latency."""
         observe = self.metrics.decision_latency.observe
-        for emitted in self._sent_at:
-            observe(max(0.0, now - emitted))
-        self._sent_at.clear()
+        for at in emitted:
+            observe(max(0.0, now - at))
 
 
 def event_id_of(value: Any) -> str | None:
@@ -310,6 +315,22 @@ class Outbox:
         self._sent.clear()
 
 
+YIELD_EVERY = 64
+"""Records judged between two turns of the event loop while a transaction is in flight."""
+
+
+@dataclass
+class _InFlight:
+    """A batch's transaction, sent and not yet known to be committed."""
+
+    commit: asyncio.Future[None]
+    since: float  # monotonic, when it was sent: the stall watchdog counts from here
+    started: float  # perf_counter, when its batch began to be judged
+    events: int
+    emitted: list[float]  # emitted_at of each decision it holds
+    committed_at: list[float]  # the wall time it committed, once it has
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partition for a key (murmur2), so a key always lands where keyed producers put it."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
@@ -338,6 +359,7 @@ class StreamWorker:
         self.committed = 0
         """Transactions this worker committed (progress: a restart after one starts its count of failures afresh)."""
         self._placed: dict[tuple[str, bytes | None], int] = {}  # (topic, key) -> partition: murmur2 once a key
+        self._in_flight: _InFlight | None = None
 
     async def start(self) -> None:
         """Connect; the transactional producer fences any earlier worker and aborts what it left open."""
@@ -425,7 +447,14 @@ class StreamWorker:
         return restored
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll and process until `stop` is set; each batch of released arrivals is one transaction."""
+        """Poll and process until `stop` is set; each batch of released arrivals is one transaction.
+
+        A batch is judged while the transaction of the one before it is still committing: judging is CPU,
+        committing is five broker round trips, and done one after the other every decision waited for both.
+        Transactions still run one at a time and in order: a batch's transaction begins only once the one
+        before has committed, so its input offsets and changelog records always follow the earlier ones. If
+        that earlier one fails, the worker restarts from the changelog, dropping what it judged since.
+        """
         consumer = self.consumer
         assert consumer is not None, "start() first"
         consumer.assign(self.inputs)
@@ -438,24 +467,31 @@ class StreamWorker:
         # Flows and facts partitions of the same number hold the same subjects: one arrival order each.
         arrivals = Arrivals(self.inputs, group_of=lambda tp: tp.partition)
         last_lag = 0.0
-        while not stop.is_set():
-            arrivals.add(await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records))
-            pause, resume = arrivals.flow_control()
-            if pause:
-                consumer.pause(*pause)
-            if resume:
-                consumer.resume(*resume)
-            empty = arrivals.empty()
-            caught_up = {tp: await self._caught_up(tp) for tp in empty}
-            fetched_at = {tp: consumer.last_poll_timestamp(tp) for tp in empty}
-            lags = await self._lags()
-            self.state.catching_up = max(lags.values(), default=0) >= BACKLOG or len(arrivals) >= BACKLOG
-            if time.monotonic() - last_lag >= 1.0:
-                last_lag = time.monotonic()
-                self._observe_lag(lags)
-            ready = arrivals.release(caught_up, time.monotonic(), fetched_at)
-            if ready:
-                await self.process(ready)
+        try:
+            while not stop.is_set():
+                arrivals.add(await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records))
+                pause, resume = arrivals.flow_control()
+                if pause:
+                    consumer.pause(*pause)
+                if resume:
+                    consumer.resume(*resume)
+                empty = arrivals.empty()
+                caught_up = {tp: await self._caught_up(tp) for tp in empty}
+                fetched_at = {tp: consumer.last_poll_timestamp(tp) for tp in empty}
+                lags = await self._lags()
+                self.state.catching_up = max(lags.values(), default=0) >= BACKLOG or len(arrivals) >= BACKLOG
+                if time.monotonic() - last_lag >= 1.0:
+                    last_lag = time.monotonic()
+                    self._observe_lag(lags)
+                await self._settle(done_only=True)
+                ready = arrivals.release(caught_up, time.monotonic(), fetched_at)
+                if ready:
+                    await self.process(ready)
+            await self._settle()  # stopping: let the last transaction finish rather than leave it to be aborted
+        finally:
+            if self._in_flight is not None:
+                self._in_flight.commit.cancel()
+                self._in_flight = None
 
     async def _caught_up(self, tp: TopicPartition) -> bool | None:
         assert self.consumer is not None
@@ -467,38 +503,59 @@ class StreamWorker:
         return bool(await self.consumer.position(tp) >= end)
 
     async def process(self, records: list[Any]) -> None:
-        """Judge records in arrival order and commit everything they produced in one transaction."""
-        assert self.producer is not None, "start() first"
+        """Judge records in arrival order, then send everything they produced as one transaction (not awaited)."""
         started = time.perf_counter()
         out: list[Send] = []
         offsets: dict[TopicPartition, int] = {}
         flows = self.topics.flows
         self.state.prefetch(i for r in records if r.topic == flows and (i := event_id_of(r.value)) is not None)
-        for record in records:
+        for n, record in enumerate(records, 1):
             self.judge.handle(record, out)
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            if n % YIELD_EVERY == 0 and self._in_flight is not None:
+                await asyncio.sleep(0)  # the transaction in flight takes its broker's answers meanwhile
+        await self._settle()
         self._transactions += 1
         changes = self.state.changes(f"{int(time.time() * 1000)}-{self._transactions}")
-        commit = asyncio.ensure_future(self._commit(out, changes, offsets))
+        committed_at: list[float] = []
+        self._in_flight = _InFlight(
+            commit=asyncio.ensure_future(self._commit(out, changes, offsets, committed_at)),
+            since=time.monotonic(),
+            started=started,
+            events=len(records),
+            emitted=self.judge.take_pending(),
+            committed_at=committed_at,
+        )
+
+    async def _settle(self, *, done_only: bool = False) -> None:
+        """Wait for the transaction in flight (only if it is done, or overdue, with `done_only`) and account for it."""
+        flight = self._in_flight
+        if flight is None:
+            return
+        stall = self.settings.worker_stall_seconds
+        left = stall - (time.monotonic() - flight.since)
+        if done_only and not flight.commit.done() and left > 0:
+            return
         # Not `wait_for`: it waits for a cancelled commit to finish cancelling, and a Kafka request being
         # retried may not finish for a request timeout or more (aiokafka's default is 40 s, retried).
-        await asyncio.wait({commit}, timeout=self.settings.worker_stall_seconds)
-        if not commit.done():
-            commit.cancel()
+        await asyncio.wait({flight.commit}, timeout=max(0.0, left))
+        self._in_flight = None
+        if not flight.commit.done():
+            flight.commit.cancel()
             # Waiting longer would hold every decision back; the caller restarts the worker from its last commit.
-            raise TransactionStalled(
-                f"a transaction of {len(records)} events did not commit within {self.settings.worker_stall_seconds:g}s"
-            )
-        commit.result()  # raises what made it fail
+            raise TransactionStalled(f"a transaction of {flight.events} events did not commit within {stall:g}s")
+        flight.commit.result()  # raises what made it fail
         self.committed += 1
-        self.judge.committed(time.time())
-        self.metrics.transaction_seconds.observe(time.perf_counter() - started)
-        self.metrics.transaction_events.observe(len(records))
+        self.judge.committed(flight.emitted, flight.committed_at[0])
+        self.metrics.transaction_seconds.observe(time.perf_counter() - flight.started)
+        self.metrics.transaction_events.observe(flight.events)
         self.metrics.open_flows.set(self.state.open_flows())
         for connector, tracker in self.state.sequences.items():
             self.metrics.sequence_missing.labels(connector=connector).set(tracker.missing())
 
-    async def _commit(self, out: list[Send], changes: list[Change], offsets: dict[Any, int]) -> None:
+    async def _commit(
+        self, out: list[Send], changes: list[Change], offsets: dict[Any, int], committed_at: list[float]
+    ) -> None:
         """Send one batch's records, changelog changes and input offsets as one Kafka transaction."""
         producer = self.producer
         assert producer is not None, "start() first"
@@ -519,6 +576,7 @@ class StreamWorker:
         await outbox.flush()
         await producer.send_offsets_to_transaction(offsets, self.group)
         await producer.commit_transaction()
+        committed_at.append(time.time())  # the decisions are visible now, whenever the loop next looks
 
     async def _lags(self) -> dict[TopicPartition, int]:
         """Records not yet fetched, per input partition whose end is known."""

@@ -315,15 +315,16 @@ def test_a_sequence_gap_given_up_on_is_counted_for_its_connector(harness: Harnes
     assert harness.metric('pupilflow_sequence_gaps_total{connector="gappy"} 4.0')
 
 
-def test_committed_observes_the_latency_of_each_pending_decision(harness: Harness) -> None:
+def test_committed_observes_the_latency_of_each_decision_its_transaction_held(harness: Harness) -> None:
     f = flow("2024-06-03T10:00Z", *MUSIC, subjects=["p-1"], emitted="2024-06-03T10:00:00Z")
     harness.event(f)
-    harness.judge.committed(f.emitted_at.timestamp() + 0.02)
+    pending = harness.judge.take_pending()
+    assert pending == [f.emitted_at.timestamp()]
+    harness.judge.committed(pending, f.emitted_at.timestamp() + 0.02)
     assert harness.metric("pupilflow_decision_latency_seconds_count 1.0")
     assert harness.metric('pupilflow_decision_latency_seconds_bucket{le="0.01"} 0.0')
     assert harness.metric('pupilflow_decision_latency_seconds_bucket{le="0.025"} 1.0')
-    harness.judge.committed(f.emitted_at.timestamp() + 100)
-    assert harness.metric("pupilflow_decision_latency_seconds_count 1.0")  # nothing pending any more
+    assert harness.judge.take_pending() == []  # each decision belongs to one transaction
 
 
 def test_a_group_waiting_on_its_facts_partition_does_not_hold_up_another_group() -> None:
