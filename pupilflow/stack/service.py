@@ -20,6 +20,8 @@ class Service(ABC):
 
     name: str
     stop_timeout: float = 15.0
+    nice: int = 0
+    """CPU priority below the rest of the stack (a nice value); 0 for anything decisions wait for."""
 
     def __init__(self, settings: Settings, layout: Layout) -> None:
         """A service configured by `settings`, keeping its files in `layout`."""
@@ -92,7 +94,7 @@ class Service(ABC):
 
     def launch(self) -> int:
         """Start it detached and record its pid."""
-        pid = spawn(self.argv(), log_file=self.log_file, cwd=self.cwd())
+        pid = spawn(self.argv(), log_file=self.log_file, cwd=self.cwd(), nice=self.nice)
         self.pid_file.write(pid)
         return pid
 

@@ -97,6 +97,28 @@ def test_spawned_process_is_detached_logged_and_terminated(tmp_path: Path) -> No
             os.kill(pid, 9)
 
 
+def test_a_nice_process_runs_below_the_rest_and_so_does_its_sessions_autogroup(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker")
+    code = "import os, time; print('nice', os.nice(0), flush=True); time.sleep(60)"
+    log = tmp_path / "nice.log"
+    pid = spawn([sys.executable, "-c", code, marker], log_file=log, nice=7)
+    try:
+        for _ in range(100):
+            if "nice 7" in log.read_text():
+                break
+            time.sleep(0.05)
+        assert "nice 7" in log.read_text()  # the process itself, so every thread it starts too
+        assert cmdline(pid)[0] == sys.executable  # `nice` exec'd it: the pid is the program's own
+        assert is_ours(pid, [marker])
+        autogroup = Path(f"/proc/{pid}/autogroup")
+        if autogroup.exists():  # Linux with autogroups: the group competes with the rest at nice 7 too
+            assert autogroup.read_text().split()[-1] == "7"
+            assert os.getsid(pid) == pid  # a session, hence an autogroup, of its own: ours is untouched
+            assert Path(f"/proc/{os.getpid()}/autogroup").read_text().split()[-1] != "7"
+    finally:
+        assert terminate(pid, [marker], timeout=10) == "stopped"
+
+
 def test_terminate_leaves_a_process_that_is_not_ours_alone() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
