@@ -5,6 +5,7 @@ Run (the local stack must be up: `pupilflow stack up`)::
     .venv/bin/python bench/pipeline.py            # 2,000 flows/s for 60s, then 5,000 flows/s for 300s (+ pre-load)
     .venv/bin/python bench/pipeline.py --quick    # smoke run: 1,000 flows/s for 20s, then 3,000 flows/s for 20s
     .venv/bin/python bench/pipeline.py --rate 6000 --seconds 120 --latency-rate 2000 --latency-seconds 30 --keep
+    .venv/bin/python bench/pipeline.py --burst-ms 20  # connectors that send every 20 ms instead of every 5 ms
 
 It makes topics, consumer groups, a ClickHouse database, ports and a home of its own (a unique run id), pre-loads
 the facts of `--pupils` pupils (birth dates, enrolments, parents, consents, the recipients' sharing agreements)
@@ -340,6 +341,7 @@ def generator_main(
     results: Any,
     abort: Any,
     compression: str | None = None,
+    burst_ms: float = 5.0,
 ) -> None:
     """The load generator process: build the pool, then run each phase it is sent at its offered rate.
 
@@ -350,7 +352,7 @@ def generator_main(
     pop, _ = population(pupils, seed)
     pool = flow_pool(pop, 20_000, seed + 1)
     results.put(("ready", len(pool)))
-    asyncio.run(_generate(bootstrap, topic, run, seed, pool, commands, results, abort, compression))
+    asyncio.run(_generate(bootstrap, topic, run, seed, pool, commands, results, abort, compression, burst_ms))
 
 
 async def _generate(
@@ -363,6 +365,7 @@ async def _generate(
     results: Any,
     abort: Any,
     compression: str | None,
+    burst_ms: float,
 ) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap.split(","),
@@ -393,7 +396,7 @@ async def _generate(
             start = time.perf_counter()
             wall = time.time()
             end = start + seconds
-            step = max(1, int(rate / 200))  # at most 5 ms worth per burst
+            step = max(1, int(rate * burst_ms / 1000))  # at most `burst_ms` worth per burst
             while True:
                 now = time.perf_counter()
                 if now >= end or abort.is_set():
@@ -798,6 +801,12 @@ def main() -> int:
         "--max-worker-rss-mib", type=int, default=6144, help="end a phase early if the worker grows past this"
     )
     parser.add_argument(
+        "--burst-ms",
+        type=float,
+        default=5.0,
+        help="the load generator sends what is due at most every this many ms (a connector's send batch)",
+    )
+    parser.add_argument(
         "--compression",
         choices=("none", "gzip"),
         default="none",
@@ -897,6 +906,7 @@ def main() -> int:
                 results,
                 pipe.abort,
                 None if args.compression == "none" else args.compression,
+                args.burst_ms,
             ),
             daemon=True,
         )
