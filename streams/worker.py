@@ -325,10 +325,9 @@ class _InFlight:
 
     commit: asyncio.Future[None]
     since: float  # monotonic, when it was sent: the stall watchdog counts from here
-    started: float  # perf_counter, when its batch began to be judged
     events: int
     emitted: list[float]  # emitted_at of each decision it holds
-    committed_at: list[float]  # the wall time it committed, once it has
+    committed_at: list[float]  # once it has committed: when, wall time then monotonic
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -504,7 +503,6 @@ class StreamWorker:
 
     async def process(self, records: list[Any]) -> None:
         """Judge records in arrival order, then send everything they produced as one transaction (not awaited)."""
-        started = time.perf_counter()
         out: list[Send] = []
         offsets: dict[TopicPartition, int] = {}
         flows = self.topics.flows
@@ -521,7 +519,6 @@ class StreamWorker:
         self._in_flight = _InFlight(
             commit=asyncio.ensure_future(self._commit(out, changes, offsets, committed_at)),
             since=time.monotonic(),
-            started=started,
             events=len(records),
             emitted=self.judge.take_pending(),
             committed_at=committed_at,
@@ -547,7 +544,7 @@ class StreamWorker:
         flight.commit.result()  # raises what made it fail
         self.committed += 1
         self.judge.committed(flight.emitted, flight.committed_at[0])
-        self.metrics.transaction_seconds.observe(time.perf_counter() - flight.started)
+        self.metrics.transaction_seconds.observe(flight.committed_at[1] - flight.since)
         self.metrics.transaction_events.observe(flight.events)
         self.metrics.open_flows.set(self.state.open_flows())
         for connector, tracker in self.state.sequences.items():
@@ -576,7 +573,9 @@ class StreamWorker:
         await outbox.flush()
         await producer.send_offsets_to_transaction(offsets, self.group)
         await producer.commit_transaction()
-        committed_at.append(time.time())  # the decisions are visible now, whenever the loop next looks
+        # The decisions are visible now, whenever the loop next looks: wall time for their latency, monotonic for
+        # the transaction's own.
+        committed_at.extend((time.time(), time.monotonic()))
 
     async def _lags(self) -> dict[TopicPartition, int]:
         """Records not yet fetched, per input partition whose end is known."""

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pupilflow.children import settings_env
+from pupilflow.children import http_get, settings_env
 from schemas.settings import Settings
 
 from .conftest import read_topic
@@ -63,13 +63,22 @@ def test_batches_are_judged_during_a_commit_and_transactions_follow_one_another(
             [sys.executable, str(script), str(trace)], env=settings_env(isolated), stdout=out, stderr=subprocess.STDOUT
         )
     flows = [a_flow(n) for n in range(200)]
+    metrics_url = f"http://127.0.0.1:{isolated.worker_web_port}/metrics"
     try:
+        # Served once its state is restored: flows sent before that would all be there for one first batch.
+        deadline = time.monotonic() + 60
+        while http_get(metrics_url) is None:
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the worker never served /metrics"
+            time.sleep(0.1)
         with Emitter(isolated.kafka_bootstrap, isolated.topics) as emitter:
             for at in range(0, len(flows), 10):  # 10 flows every 100 ms for 2 s: several commits' worth
                 for flow in flows[at : at + 10]:
                     emitter.emit(flow)
                 time.sleep(0.1)
         read_topic(isolated, isolated.topics.decisions, count=len(flows), timeout=60)
+        time.sleep(0.5)  # the last commit is accounted for at the next poll
+        metrics = http_get(metrics_url) or ""
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -91,3 +100,15 @@ def test_batches_are_judged_during_a_commit_and_transactions_follow_one_another(
     judged = [e[1] for e in events if e[0] == "judge"]
     during = [t for t in judged if any(b < t < e for b, e in zip(begins, ends, strict=True))]
     assert during, "no flow was judged while a transaction was committing"
+    # Each transaction's time runs from its send to its commit (each slowed by 300 ms), not from its judging.
+    count = metric_value(metrics, "pupilflow_transaction_seconds_count")
+    assert count == len(ends)
+    assert metric_value(metrics, "pupilflow_transaction_seconds_sum") >= 0.3 * count
+    assert metric_value(metrics, 'pupilflow_transaction_seconds_bucket{le="0.25"}') == 0
+
+
+def metric_value(text: str, name: str) -> float:
+    """The value of one sample line of a Prometheus text exposition."""
+    found = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(name + " ")]
+    assert found, f"{name} not in /metrics"
+    return float(found[0])
