@@ -157,8 +157,8 @@ class AuditSink:
         self._sleep = sleep
         self._batch = Batch()
         self._chains: dict[int, Chain] = {}
-        # Where each recent decision id was, as one int (`_where`): a tuple per decision is an object the garbage
-        # collector walks at every full collection, 200,000 of them (measured: most of the sink's collector time).
+        # Where each recent decision id was, as one int (`_where`): a tuple per decision would be one more object
+        # for every full collection to walk, 200,000 of them once the window is full.
         self._seen: OrderedDict[str, int] = OrderedDict()
         self._should_stop: Callable[[], bool] = lambda: False
         self._collector = _CollectorPause()

@@ -72,8 +72,8 @@ class ClickHouse(Service):
     name = "clickhouse"
     stop_timeout = 15.0
     # Its merges come in bursts of one to two seconds at a core or more; on a box shared with the worker and Kafka
-    # every decision in flight waited for them (bench/pipeline.py at 2,000 flows/s: p99 0.4-1.1 s at nice 0,
-    # 0.24 s at 10). Rows still land within the audit store's 2 s: the box has that much to spare.
+    # every decision in flight waited for them (bench/pipeline.py at 2,000 flows/s on a warm broker: p99 0.4-0.9 s
+    # at nice 0, 0.24-0.26 s at 10). Rows still land within the audit store's 2 s: the box has that much to spare.
     nice = 10
 
     @property

@@ -52,13 +52,11 @@ def spawn(argv: Sequence[str], *, log_file: Path, cwd: Path | None = None, nice:
     return proc.pid
 
 
-def set_autogroup_nice(pid: int, nice: int) -> bool:
-    """Give the scheduler autogroup of `pid`'s session the nice value `nice`; False where Linux has none."""
-    try:
+def set_autogroup_nice(pid: int, nice: int) -> None:
+    """Give the scheduler autogroup of `pid`'s session the nice value `nice`, where Linux has autogroups."""
+    # Autogroups disabled or not Linux: the process's own nice value is what counts there.
+    with contextlib.suppress(OSError):
         Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
-    except OSError:
-        return False  # autogroups disabled or not Linux: the process's own nice value is what counts there
-    return True
 
 
 def cmdline(pid: int) -> list[str]:
