@@ -530,6 +530,15 @@ def metric(text: str | None, name: str) -> float | None:
     return total if seen else None
 
 
+def transactions(text: str | None) -> tuple[float, float, float]:
+    """The worker's transactions so far: how many, the events they held, their seconds from send to commit."""
+    return (
+        metric(text, "pupilflow_transaction_events_count") or 0.0,
+        metric(text, "pupilflow_transaction_events_sum") or 0.0,
+        metric(text, "pupilflow_transaction_seconds_sum") or 0.0,
+    )
+
+
 class Lag:
     """Consumer lag of a group over some topics: end offsets minus the group's committed offsets."""
 
@@ -719,6 +728,7 @@ def run_phase(
     """
     cpu0, wall0 = pipe.cpu(), time.monotonic()
     gc0 = gc_pauses(pipe.worker_metrics())
+    txn0 = transactions(pipe.worker_metrics())
     commands.put((phase.tag, phase.rate, phase.seconds))
     last_decisions = metric(pipe.worker_metrics(), "pupilflow_decisions_total") or 0.0
     next_lag = wall0 + 10
@@ -775,6 +785,12 @@ def run_phase(
         f"  offered {phase.offered:,.0f} flows/s ({phase.sent:,} in {elapsed:.1f}s; generator at most "
         f"{phase.behind:,} behind); {caught}"
     )
+    count, events, seconds = (b - a for a, b in zip(txn0, transactions(pipe.worker_metrics()), strict=True))
+    if count:
+        log(
+            f"  worker transactions: {count:,.0f} ({count / phase.wall_cpu:,.1f}/s), {events / count:,.1f} events "
+            f"and {seconds / count * 1000:,.1f} ms from send to commit on average"
+        )
     gc1 = gc_pauses(pipe.worker_metrics())
     pauses = {g: (n - gc0.get(g, (0.0, 0.0))[0], t - gc0.get(g, (0.0, 0.0))[1]) for g, (n, t) in gc1.items()}
     if pauses:
