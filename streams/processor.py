@@ -251,7 +251,10 @@ class Restoring:
         self._db = sqlite3.connect("")  # a private temporary file, deleted on close
         self._db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
-            "CREATE TABLE latest (ord INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL);"
+            # One table a kind, read in `ord` (rowid) order: a range of keys out of one table, ordered, went through
+            # SQLite's sorter, which held most of its rows (at 540,000 open flows, 340 MiB of a 464 MiB peak).
+            "CREATE TABLE b (ord INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL);"
+            "CREATE TABLE f (ord INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL);"
             "CREATE TABLE entries (ord INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, arrived INTEGER NOT NULL,"
             " batch BLOB, rewritten INTEGER NOT NULL, line BLOB NOT NULL);"
         )
@@ -272,12 +275,13 @@ class Restoring:
                     state.flows.remember(value[at : at + _DIGEST] for at in range(0, len(value), _DIGEST))
                     self._digest_keys += 1
             elif kind in (b"b:", b"f:"):
+                table = "b" if kind == b"b:" else "f"
                 if value is None:
-                    db.execute("DELETE FROM latest WHERE key = ?", (key,))
+                    db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
                 else:
                     # A key written again keeps its place, as in a dict; one deleted and written again goes last.
                     db.execute(
-                        "INSERT INTO latest (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = ?",
+                        f"INSERT INTO {table} (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = ?",
                         (key, value, value),
                     )
             elif value is None:
@@ -302,21 +306,21 @@ class Restoring:
             upsert = (
                 "INSERT INTO entries (id, arrived, batch, rewritten, line) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) "
             )
-            batches = db.execute("SELECT key, value FROM latest WHERE key >= X'623A' AND key < X'623B' ORDER BY ord")
-            for key, value in batches:
+            for key, value in db.execute("SELECT key, value FROM b ORDER BY ord"):
                 rows = [(_flow_id_of(line), _split(line)[0], key, 0, line) for line in bytes(value).split(b"\n")]
                 # Written again in a later batch: its line and batch are the later ones, its place the first.
                 db.executemany(upsert + "DO UPDATE SET arrived = excluded.arrived, batch = excluded.batch,"
                                " line = excluded.line", rows)  # fmt: skip
-            overrides = db.execute("SELECT key, value FROM latest WHERE key >= X'663A' AND key < X'663B' ORDER BY ord")
-            for key, value in overrides:
+            for key, value in db.execute("SELECT key, value FROM f ORDER BY ord"):
                 line = bytes(value)
                 db.execute(
                     upsert + "DO UPDATE SET arrived = excluded.arrived, rewritten = 1, line = excluded.line",
                     (key[2:].decode(), _split(line)[0], None, 1, line),
                 )
+            # Ordered through an index of (arrived, ord) alone: ordered whole, the rows went through the sorter.
+            db.execute("CREATE INDEX entries_by_arrival ON entries (arrived, ord)")
             restored = len(state.state) + self._digest_keys + len(self._small)
-            restored += db.execute("SELECT count(*) FROM latest").fetchone()[0]
+            restored += db.execute("SELECT (SELECT count(*) FROM b) + (SELECT count(*) FROM f)").fetchone()[0]
             self._open(state)
         finally:
             self.close()
