@@ -305,21 +305,18 @@ class Outbox:
             if batch.append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a Kafka batch")
 
-    async def send(self) -> None:
-        """Send every partly filled batch, without waiting for the broker to acknowledge them (`acknowledged`)."""
+    async def flush(self) -> None:
+        """Send every partly filled batch and wait until the broker has every record."""
         for (topic, partition), batch in self._batches.items():
             if batch.record_count():
                 self._sent.append(await self._producer.send_batch(batch, topic, partition=partition))
         self._batches.clear()
-
-    async def acknowledged(self) -> None:
-        """Wait until the broker has every record sent, raising what made one fail."""
         await asyncio.gather(*self._sent)
         self._sent.clear()
 
 
-YIELD_SECONDS = 0.0005
-"""Judging time between two turns of the event loop while a transaction is in flight."""
+YIELD_EVERY = 64
+"""Records judged between two turns of the event loop while a transaction is in flight."""
 
 
 @dataclass
@@ -457,7 +454,7 @@ class StreamWorker:
         """Poll and process until `stop` is set; each batch of released arrivals is one transaction.
 
         A batch is judged while the transaction of the one before it is still committing: judging is CPU,
-        committing is four broker round trips, and done one after the other every decision waited for both.
+        committing is five broker round trips, and done one after the other every decision waited for both.
         Transactions still run one at a time and in order: a batch's transaction begins only once the one
         before has committed, so its input offsets and changelog records always follow the earlier ones. If
         that earlier one fails, the worker restarts from the changelog, dropping what it judged since.
@@ -515,14 +512,11 @@ class StreamWorker:
         offsets: dict[TopicPartition, int] = {}
         flows = self.topics.flows
         self.state.prefetch(i for r in records if r.topic == flows and (i := event_id_of(r.value)) is not None)
-        clock = time.perf_counter
-        turn = clock() + YIELD_SECONDS
-        for record in records:
+        for n, record in enumerate(records, 1):
             self.judge.handle(record, out)
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-            if self._in_flight is not None and clock() >= turn:
+            if n % YIELD_EVERY == 0 and self._in_flight is not None:
                 await asyncio.sleep(0)  # the transaction in flight takes its broker's answers meanwhile
-                turn = clock() + YIELD_SECONDS
         await self._settle()
         self._transactions += 1
         changes = self.state.changes(f"{int(time.time() * 1000)}-{self._transactions}")
@@ -581,12 +575,8 @@ class StreamWorker:
             await outbox.add(topic, partition, key, value)
         for key, value in changes:
             await outbox.add(changelog, zlib.crc32(key) % changelog_partitions, key, value)
-        await outbox.send()
-        # The offsets go while the records are still on their way: the broker takes both into the transaction
-        # independently, and the commit below is sent only once every record is acknowledged (aiokafka flushes
-        # before its EndTxn, and `acknowledged` raises first if one failed). One round trip fewer per commit.
+        await outbox.flush()
         await producer.send_offsets_to_transaction(offsets, self.group)
-        await outbox.acknowledged()
         await producer.commit_transaction()
         # The decisions are visible now, whenever the loop next looks: wall time for their latency, monotonic for
         # the transaction's own.
