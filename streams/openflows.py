@@ -153,6 +153,35 @@ class OpenFlows:
         self._pending_by_subject = {}
         self._pending_by_recipient = {}
 
+    def stored(self, flow_ids: list[str]) -> set[str]:
+        """Which of these flow ids are already kept, written or pending (one query per 500)."""
+        found = {flow_id for flow_id in flow_ids if flow_id in self._pending}
+        for at in range(0, len(flow_ids), _IN_CHUNK):
+            chunk = flow_ids[at : at + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                flow_id for (flow_id,) in self._db.execute(f"SELECT id FROM flows WHERE id IN ({marks})", chunk)
+            )
+        return found
+
+    def reopen(
+        self, flow_id: str, subjects: Iterable[str], line: bytes, expires: int, batch: bytes | None, *, rewritten: bool
+    ) -> None:
+        """A kept flow's later line, expiry and batch; it keeps its place (restore: a flow id in two batches)."""
+        p = self._pending.get(flow_id)
+        if p is not None:
+            p.line, p.expires, p.rewritten = line, expires, rewritten
+            return
+        seq = self._db.execute("SELECT seq FROM flows WHERE id = ?", (flow_id,)).fetchone()[0]
+        self._db.execute(
+            "UPDATE flows SET line = ?, expires = ?, batch = coalesce(?, batch), rewritten = ? WHERE seq = ?",
+            (line, expires, batch, int(rewritten), seq),
+        )
+        self._db.executemany(
+            "UPDATE refs SET expires = ? WHERE subject = ? AND flow = ?",
+            [(expires, subject, seq) for subject in dict.fromkeys(subjects)],
+        )
+
     def line(self, flow_id: str, now: int) -> bytes | None:
         """The flow's line while it is open at `now` (us), else None."""
         p = self._pending.get(flow_id)
