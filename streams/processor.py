@@ -11,7 +11,8 @@ Changelog keys (values are bytes; a `None` value deletes the key):
     s:<subject id>   the subject's facts (`SubjectState.to_bytes`)
     x:<event id>     a recipient or notice fact, as its JSON (few; re-applied on restore)
     b:<batch id>     the flows that arrived in one transaction and are still open to late facts, one per line:
-                     `<arrival watermark us>\\t<flow JSON>\\t<latest decision JSON>`
+                     `<arrival watermark us>\\t<flow JSON>\\t<prior>`, the prior being what a re-judgment needs of
+                     the latest decision (`_prior_json`; a whole decision's JSON, as written before, reads the same)
     f:<flow id>      a flow's entry written again when a late fact superseded its decision (overrides `b:`)
     d:<batch id>     12-byte digests of the flow ids first seen in one transaction (duplicates across history)
     w:               the event-time watermark
@@ -27,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from schemas.decisions import Decision
 from schemas.events import (
@@ -42,7 +43,7 @@ from schemas.events import (
 )
 from schemas.policy import Policy
 from streams.openflows import NEVER, OpenFlows
-from streams.replay import Replayer
+from streams.replay import Prior, Replayer
 from streams.sequences import SequenceTracker
 from streams.state import DEFAULT_LATENESS, SubjectState, from_us, reach, to_us
 
@@ -148,7 +149,7 @@ class StreamState(Replayer):
     def _open(self, flow: DataFlow, decision: Decision, now: datetime, expires: int) -> None:
         flow_json = self._raw if self._raw is not None else flow.model_dump_json().encode()
         self._opened = decision.to_json_bytes()
-        line = self._fresh[flow.event_id] = _line(to_us(now), flow_json, self._opened)
+        line = self._fresh[flow.event_id] = _line(to_us(now), flow_json, _prior_json(decision))
         subjects = (s.id for s in flow.subjects)
         self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line)
 
@@ -163,20 +164,20 @@ class StreamState(Replayer):
         lookup = self.flows.for_recipient if to == "recipient" else self.flows.for_subject
         return lookup(key, since, to_us(now))
 
-    def _open_flow(self, flow_id: str) -> tuple[DataFlow, Decision] | None:
+    def _open_flow(self, flow_id: str) -> tuple[DataFlow, Prior] | None:
         line = self.flows.line(flow_id, self._now_us())
         if line is None:
             return None
-        _, flow_json, decision_json = _split(line)
+        _, flow_json, prior_json = _split(line)
         flow = parse_event(flow_json)
         assert isinstance(flow, DataFlow)
-        return flow, Decision.model_validate_json(decision_json)
+        return flow, _prior(prior_json)
 
     def _supersede(self, flow_id: str, decision: Decision) -> None:
         current = self.flows.line(flow_id, NEVER)
         assert current is not None, f"superseding flow {flow_id} that is not open"
         arrived, flow_json, _ = _split(current)
-        line = _line(arrived, flow_json, decision.to_json_bytes())
+        line = _line(arrived, flow_json, _prior_json(decision))
         self.flows.replace(flow_id, line)
         self._dirty[b"f:" + flow_id.encode()] = line  # overrides the flow's line in its `b:` entry
 
@@ -245,8 +246,8 @@ class Restoring:
     The latest value of each key wins, as a compacted topic keeps it. Subject states and flow-id digests are
     applied as they are read: every version of a key is in one partition, read in order, and neither is ever
     deleted. Batches of open flows (`b:`) and their overrides (`f:`) are most of the bytes (a changelog line
-    is a flow and its decision), so their latest values wait in a temporary SQLite file, not on the heap: held
-    in a dict, 145,000 open flows took 864 MiB to restore. The rest (few keys) waits in a dict.
+    is a flow and its prior decision), so their latest values wait in a temporary SQLite file, not on the heap:
+    held in a dict, 145,000 open flows took 864 MiB to restore. The rest (few keys) waits in a dict.
 
     At the end the batches are opened whole, in the order the worker judged them: by the arrival time of their
     first flow, then by transaction. A transaction's flows never arrived before an earlier one's (the watermark
@@ -411,7 +412,9 @@ def _flow_fields(flow_json: bytes) -> tuple[str, tuple[str, ...], int]:
     a UTC timestamp), which they are unless a connector sent them otherwise: pydantic costs a quarter of a
     restore, and the line was valid when the worker wrote it.
     """
-    d = from_json(flow_json)
+    # Keys only: pydantic_core keeps every short string it parses in a cache otherwise (16,384 of them), each flow's
+    # ids a new one, which the restore's heap check saw grow with the flows restored.
+    d = from_json(flow_json, cache_strings="keys")
     recipient, occurred = d.get("recipient"), d.get("occurred_at")
     subjects = d.get("subjects")
     if (
@@ -469,8 +472,40 @@ def _digest(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode(), digest_size=_DIGEST).digest()
 
 
-def _line(arrived: int, flow_json: bytes, decision_json: bytes) -> bytes:
-    return b"%d\t%s\t%s" % (arrived, flow_json, decision_json)
+def _line(arrived: int, flow_json: bytes, prior_json: bytes) -> bytes:
+    return b"%d\t%s\t%s" % (arrived, flow_json, prior_json)
+
+
+def _prior_json(decision: Decision) -> bytes:
+    """The fields of a decision's JSON that a re-judgment needs (`_prior`), and the flow id: a fifth of its bytes.
+
+    The decision itself is in the decisions topic; the changelog, which holds every open flow for the lateness
+    window and is read whole at every start, keeps only this.
+    """
+    return to_json(
+        {
+            "decision_id": decision.decision_id,
+            "flow_event_id": decision.flow_event_id,
+            "verdict": decision.verdict,
+            "reasons": decision.reasons,
+            "disclosures": [{"subject_id": d.subject_id, "reasons": d.reasons} for d in decision.disclosures],
+            "revision": decision.revision,
+        }
+    )
+
+
+def _prior(prior_json: bytes) -> Prior:
+    """The `Prior` in a line: from `_prior_json`, or a whole decision's JSON (lines written before it)."""
+    d = from_json(prior_json, cache_strings="keys")
+    return Prior(
+        d["decision_id"],
+        d.get("revision", 0),
+        (
+            d["verdict"],
+            tuple(d.get("reasons", ())),
+            tuple((v["subject_id"], tuple(v.get("reasons", ()))) for v in d.get("disclosures", ())),
+        ),
+    )
 
 
 def _split(line: bytes) -> tuple[int, bytes, bytes]:
@@ -479,8 +514,8 @@ def _split(line: bytes) -> tuple[int, bytes, bytes]:
 
 
 def _flow_id_of(line: bytes) -> str:
-    # The decision names its flow; reading one field is cheaper than parsing the flow.
-    decision_json = line.split(b"\t", 2)[2]
+    # The prior names its flow; reading one field is cheaper than parsing the flow.
+    prior_json = line.split(b"\t", 2)[2]
     marker = b'"flow_event_id":"'
-    start = decision_json.index(marker) + len(marker)
-    return decision_json[start : decision_json.index(b'"', start)].decode()
+    start = prior_json.index(marker) + len(marker)
+    return prior_json[start : prior_json.index(b'"', start)].decode()

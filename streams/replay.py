@@ -38,6 +38,32 @@ class Rejected:
 Outcome = tuple[str, tuple[str, ...]]
 """A flow's final (verdict, reasons): all a summary or a policy comparison needs of it."""
 
+Verdicts = tuple[str, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]
+"""A decision's verdict, its reasons and each subject's reasons: a change in any of them is a new decision."""
+
+
+def verdicts_of(decision: Decision) -> Verdicts:
+    """What of `decision` a re-judgment compares with (`Prior.verdicts`)."""
+    return (
+        decision.verdict,
+        tuple(decision.reasons),
+        tuple((d.subject_id, tuple(d.reasons)) for d in decision.disclosures),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """What re-judging an open flow needs of its latest decision: its id, its revision and its verdicts."""
+
+    decision_id: str
+    revision: int
+    verdicts: Verdicts
+
+    @classmethod
+    def of(cls, decision: Decision) -> Prior:
+        """The prior that `decision` leaves for the next re-judgment of its flow."""
+        return cls(decision.decision_id, decision.revision, verdicts_of(decision))
+
 
 @dataclass(slots=True)
 class ReplayResult:
@@ -96,7 +122,7 @@ class Replayer:
         self.state = State(lateness=lateness)
         self._payloads: dict[str, bytes] = {}
         self._flows: dict[str, DataFlow] = {}
-        self._latest: dict[str, Decision] = {}
+        self._latest: dict[str, Prior] = {}
         self._expiry: list[tuple[int, str]] = []
         self._lateness_us = int(lateness.total_seconds() * 1_000_000)
         self.watermark: datetime | None = None
@@ -129,7 +155,7 @@ class Replayer:
     def _open(self, flow: DataFlow, decision: Decision, now: datetime, expires: int) -> None:
         self.state.remember_flow(flow, now)
         self._flows[flow.event_id] = flow
-        self._latest[flow.event_id] = decision
+        self._latest[flow.event_id] = Prior.of(decision)
         heapq.heappush(self._expiry, (expires, flow.event_id))
 
     def _expire(self, horizon: int) -> None:
@@ -140,13 +166,13 @@ class Replayer:
     def _affected(self, fact: Fact, now: datetime) -> list[str]:
         return self.state.affected_flows(fact, now)
 
-    def _open_flow(self, flow_id: str) -> tuple[DataFlow, Decision] | None:
+    def _open_flow(self, flow_id: str) -> tuple[DataFlow, Prior] | None:
         flow = self._flows.get(flow_id)
         previous = self._latest.get(flow_id)
         return None if flow is None or previous is None else (flow, previous)
 
     def _supersede(self, flow_id: str, decision: Decision) -> None:
-        self._latest[flow_id] = decision
+        self._latest[flow_id] = Prior.of(decision)
 
     def _close(self, flow_id: str) -> None:
         self._flows.pop(flow_id, None)
@@ -180,18 +206,10 @@ class Replayer:
                 supersedes=previous.decision_id,
                 revision=previous.revision + 1,
             )
-            if _verdict_changed(previous, fresh):
+            if verdicts_of(fresh) != previous.verdicts:
                 self._supersede(flow_id, fresh)
                 produced.append(fresh)
         return produced
-
-
-def _verdict_changed(old: Decision, new: Decision) -> bool:
-    return (
-        old.verdict != new.verdict
-        or old.reasons != new.reasons
-        or [(d.subject_id, d.reasons) for d in old.disclosures] != [(d.subject_id, d.reasons) for d in new.disclosures]
-    )
 
 
 def replay_lines(
