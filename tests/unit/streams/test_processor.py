@@ -225,6 +225,30 @@ def test_a_flow_sent_with_an_offset_and_padded_ids_is_restored_as_validated(regi
     assert restored.flows.for_recipient(sent.recipient, None, now) == ["f-plain", "f-sent"]
 
 
+def test_an_override_whose_batch_is_gone_still_opens_its_flow_after_the_others(register: Policy) -> None:
+    # The worker deletes a flow's override with its batch once the flow has left the window; a changelog holding
+    # an override alone still reopens that flow (last, there being no batch to place it by) with its later line.
+    state = StreamState(register, DAY)
+    for fact in setup_facts():
+        state.handle(fact)
+    log = state.changes("t0")
+    state.handle(music_flow("2024-06-03T10:00Z", "p-1", "f-1"))
+    state.handle(music_flow("2024-06-03T10:01Z", "p-2", "f-2"))
+    log += state.changes("t1")
+    outcome = state.handle(consent("2024-06-01T09:00Z", "p-1", *MUSIC, emitted="2024-06-03T12:00Z"))
+    assert len(outcome.decisions) == 1
+    log += state.changes("t2")
+    f1_line = next(line for line in (keyed(log)[b"b:t1.0"] or b"").split(b"\n") if b'"f-1"' in line)
+    only_f2 = b"\n".join(line for line in (keyed(log)[b"b:t1.0"] or b"").split(b"\n") if line != f1_line)
+    orphaned = [(k, only_f2 if k == b"b:t1.0" else v) for k, v in log]
+    restored = StreamState(register, DAY)
+    restored.restore(orphaned)
+    assert restored.flows.ids() == ["f-2", "f-1"]
+    line = restored.flows.line("f-1", to_us(outcome.decisions[0].decided_at))
+    assert line is not None
+    assert json.loads(line.split(b"\t")[2]) == prior_of(outcome.payloads[0])
+
+
 def test_a_flow_id_in_two_batches_keeps_its_first_place_and_its_later_line(register: Policy) -> None:
     # The worker never writes one (a re-delivered flow is a duplicate); a changelog that holds one anyway
     # restores as the latest value of each key would: the later line, in the place of the first.
