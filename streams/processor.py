@@ -283,19 +283,16 @@ class Restoring:
                 if value is not None:
                     state.flows.remember(value[at : at + _DIGEST] for at in range(0, len(value), _DIGEST))
                     self._digest_keys += 1
-            elif kind == b"b:":
+            elif kind in (b"b:", b"f:"):
                 if value is None:
-                    db.execute("DELETE FROM b WHERE key = ?", (key,))
-                else:
+                    db.execute(f"DELETE FROM {kind[:1].decode()} WHERE key = ?", (key,))
+                elif kind == b"b:":
                     # A key written again keeps its place, as in a dict; one deleted and written again goes last.
                     db.execute(
                         "INSERT INTO b (key, first, txn, part, value) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key)"
                         " DO UPDATE SET first = excluded.first, value = excluded.value",
                         (key, int(value[: value.index(b"\t")]), *_batch_place(key), value),
                     )
-            elif kind == b"f:":
-                if value is None:
-                    db.execute("DELETE FROM f WHERE key = ?", (key,))
                 else:
                     db.execute(
                         "INSERT INTO f (key, value) VALUES (?, ?)"
