@@ -261,10 +261,10 @@ class Restoring:
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
             # One table a kind, read in `ord` (rowid) order or through an index: a range of keys out of one table,
             # ordered, went through SQLite's sorter, which held most of its rows (at 540,000 open flows, 340 MiB of
-            # a 464 MiB peak). `first` is the arrival time of a batch's first flow; `txn` and `part` its place in
+            # a 464 MiB peak). `first` is the arrival time of a batch's first flow; `ms`, `n` and `part` its place in
             # the worker's sequence of transactions, when its key says (see `_batch_place`).
             "CREATE TABLE b (ord INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, first INTEGER NOT NULL,"
-            " txn INTEGER NOT NULL, part INTEGER NOT NULL, value BLOB NOT NULL);"
+            " ms INTEGER NOT NULL, n INTEGER NOT NULL, part INTEGER NOT NULL, value BLOB NOT NULL);"
             "CREATE TABLE f (ord INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL);"
         )
         self._small: dict[bytes, bytes] = {}
@@ -289,7 +289,7 @@ class Restoring:
                 elif kind == b"b:":
                     # A key written again keeps its place, as in a dict; one deleted and written again goes last.
                     db.execute(
-                        "INSERT INTO b (key, first, txn, part, value) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key)"
+                        "INSERT INTO b (key, first, ms, n, part, value) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key)"
                         " DO UPDATE SET first = excluded.first, value = excluded.value",
                         (key, int(value[: value.index(b"\t")]), *_batch_place(key), value),
                     )
@@ -335,8 +335,8 @@ class Restoring:
         overrides = db.execute("SELECT count(*) FROM f").fetchone()[0]
         used: set[bytes] = set()
         opener = _Opener(state)
-        db.execute("CREATE INDEX b_in_order ON b (first, txn, part, ord)")
-        for key, value in db.execute("SELECT key, value FROM b ORDER BY first, txn, part, ord"):
+        db.execute("CREATE INDEX b_in_order ON b (first, ms, n, part, ord)")
+        for key, value in db.execute("SELECT key, value FROM b ORDER BY first, ms, n, part, ord"):
             batch = bytes(key)
             lines = bytes(value).split(b"\n")
             ids = [_flow_id_of(line) for line in lines]
@@ -434,16 +434,17 @@ def _plain(value: object) -> bool:
     return type(value) is str and value.strip() == value
 
 
-def _batch_place(key: bytes) -> tuple[int, int]:
+def _batch_place(key: bytes) -> tuple[int, int, int]:
     """Where a `b:<ms>-<n>.<part>` key's transaction falls among the worker's (ms, then n), and its part.
 
-    Keys of another form (tests name their batches freely) sort as (0, 0): their read order decides.
+    Keys of another form (tests name their batches freely), or with numbers beyond SQLite's 64-bit integers, sort
+    as (0, 0, 0): their read order decides.
     """
     name, _, part = key[2:].rpartition(b".")
     ms, _, n = name.partition(b"-")
-    if ms.isdigit() and n.isdigit() and part.isdigit() and len(ms) <= 15 and len(n) <= 6:
-        return int(ms) * 1_000_000 + int(n), int(part)
-    return 0, 0
+    if all(x.isdigit() and len(x) <= 18 for x in (ms, n, part)):
+        return int(ms), int(n), int(part)
+    return 0, 0, 0
 
 
 _DIGEST = 12

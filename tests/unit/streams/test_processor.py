@@ -197,6 +197,19 @@ def test_batches_read_partition_by_partition_reopen_in_the_order_they_were_judge
     assert feed(b, EVENTS[70:]) == feed(a, EVENTS[70:])
 
 
+@pytest.mark.parametrize("ms", [10**14, 10**20], ids=["15-digit", "21-digit"])
+def test_a_batch_key_with_large_numbers_restores(register: Policy, ms: int) -> None:
+    # Kept apart, each number fits SQLite's 64-bit integers up to 18 digits; past that the key sorts by read order.
+    a = StreamState(register, 365 * DAY)
+    log: list[Change] = []
+    for n, item in enumerate(EVENTS[:70]):
+        feed(a, [item])
+        log += a.changes(f"{ms + n}-{n}")
+    b = StreamState(register, 365 * DAY)
+    b.restore(log)
+    assert b.flows.ids() == a.flows.ids()
+
+
 def test_a_flow_sent_with_an_offset_and_padded_ids_is_restored_as_validated(register: Policy) -> None:
     # The line keeps the JSON as the connector sent it; the restore reads it as plain JSON only when the values
     # are what validation made of them, else through pydantic, so the reopened flow is the validated one.
