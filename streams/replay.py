@@ -141,8 +141,11 @@ class Replayer:
         return True
 
     def _advance(self, event: EventEnvelope) -> datetime:
-        if self.watermark is None or event.emitted_at > self.watermark:
-            self.watermark = event.emitted_at
+        return self._advance_to(event.emitted_at)
+
+    def _advance_to(self, moment: datetime) -> datetime:
+        if self.watermark is None or moment > self.watermark:
+            self.watermark = moment
         now = self.watermark
         self._expire(to_us(now))
         self._events += 1
@@ -194,22 +197,29 @@ class Replayer:
             return []
         produced = []
         for flow_id in affected:
-            found = self._open_flow(flow_id)
-            if found is None:
-                continue
-            flow, previous = found
-            fresh = evaluate(
-                flow,
-                self.state,
-                self.policy,
-                decided_at=now,
-                supersedes=previous.decision_id,
-                revision=previous.revision + 1,
-            )
-            if verdicts_of(fresh) != previous.verdicts:
-                self._supersede(flow_id, fresh)
+            fresh = self._rejudge(flow_id, now)
+            if fresh is not None:
                 produced.append(fresh)
         return produced
+
+    def _rejudge(self, flow_id: str, now: datetime) -> Decision | None:
+        """An open flow judged again after a fact: the superseding decision when its verdicts changed."""
+        found = self._open_flow(flow_id)
+        if found is None:
+            return None
+        flow, previous = found
+        fresh = evaluate(
+            flow,
+            self.state,
+            self.policy,
+            decided_at=now,
+            supersedes=previous.decision_id,
+            revision=previous.revision + 1,
+        )
+        if verdicts_of(fresh) == previous.verdicts:
+            return None
+        self._supersede(flow_id, fresh)
+        return fresh
 
 
 def replay_lines(

@@ -33,7 +33,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from schemas.decisions import DeadLetter, Decision
@@ -41,6 +40,7 @@ from schemas.errors import ConfigurationError, ServiceUnavailable, TransactionSt
 from schemas.events import DataFlow, parse_event
 from schemas.policy import Policy
 from schemas.settings import Settings
+from streams.legs import partition_of
 from streams.metrics import UNREGISTERED, WorkerMetrics
 from streams.processor import Change, StreamState
 from streams.replay import describe
@@ -328,11 +328,6 @@ class _InFlight:
     events: int
     emitted: list[float]  # emitted_at of each decision it holds
     committed_at: list[float]  # once it has committed: when, wall time then monotonic
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partition for a key (murmur2), so a key always lands where keyed producers put it."""
-    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 class StreamWorker:

@@ -15,10 +15,11 @@ from schemas.events import Event
 from schemas.policy import Policy
 from schemas.settings import Settings
 from streams.builders import agreement, born, consent, enrolled, flow
+from streams.legs import partition_of
 from streams.metrics import WorkerMetrics
 from streams.processor import StreamState
 from streams.sequences import SequenceTracker
-from streams.worker import Arrivals, Judge, Send, arrival_key, partition_of
+from streams.worker import Arrivals, Judge, Send, arrival_key
 
 FLOWS = ("pupilflow.flows", 0)
 FACTS = ("pupilflow.facts", 0)

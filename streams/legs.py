@@ -1,0 +1,333 @@
+"""A flow judged subject by subject where each subject's state lives, its legs combined into one decision.
+
+The split topology of `docs/streaming.md` (Scaling) as pure logic, with no Kafka. The co-partitioned topics
+have `partitions` partitions; a `Member` owns some of them and keeps the facts of the subjects keyed to those,
+plus the recipient and notice facts, which every member reads (a global table: small, and needed to combine).
+
+    flow, keyed by its first subject ──► its home member: judges the legs of the subjects it keeps,
+                                         sends a `LegRequest` to the partition of each other subject
+    `LegRequest` ──► the subject's member: judges the leg on that subject's facts, answers with a `LegResult`
+                     to the flow's home, and keeps the leg open to late facts for the lateness window
+    `LegResult` ──► home: once every leg is in, `combine` gives the decision (`evaluate`'s, byte for byte)
+    late fact ──► the subject's member re-judges the open legs it bears on (and its own flows); a leg that
+                  changed goes home again (`revision` + 1), where the flow is combined again and, when its
+                  verdicts changed, a superseding decision is made
+
+A flow whose subjects are all kept by its home member never leaves it and is judged as `Replayer` judges it.
+Given the same clock, members fed the events of a replay, each getting its share and every message as it
+is sent, make exactly `Replayer`'s decisions (`tests/unit/streams/test_legs.py`). Each member's clock is the
+latest time it has seen (events, and the flows and results it is sent). A flow still waiting for a leg when a
+recipient fact arrives is decided on that fact: the decision it would have got, then superseded, is skipped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from aiokafka.partitioner import murmur2
+
+from schemas.decisions import Decision
+from schemas.events import (
+    AgreementTerminated,
+    DataFlow,
+    Event,
+    Fact,
+    NoticeVersionPublished,
+    SharingAgreement,
+    Subject,
+    parse_event,
+)
+from schemas.policy import Policy
+from streams.evaluate import SubjectLeg, combine, judge_subject
+from streams.replay import Prior, Replayer, verdicts_of
+from streams.state import DEFAULT_LATENESS, reach, to_us
+
+SHARED_FACTS = (SharingAgreement, AgreementTerminated, NoticeVersionPublished)
+"""Facts every member applies: the recipient and notice state that combining a flow reads."""
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partition for a key (murmur2), so a key always lands where keyed producers put it."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class LegRequest:
+    """Judge one subject's leg of a flow: sent to the partition that keeps that subject's facts."""
+
+    flow: DataFlow
+    subject: Subject
+    home: int
+    """The partition of the flow's key, where its legs are combined."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegResult:
+    """One subject's leg of a flow, sent to the flow's home: first judged, or judged again after a late fact."""
+
+    flow_id: str
+    leg: SubjectLeg
+    judged_at: datetime
+    """The judging member's clock: a re-judged leg's superseding decision is made at this time."""
+    revision: int
+
+
+Message = Event | LegRequest | LegResult
+"""What a member is fed: an event from the input topics, or a leg from another member."""
+
+
+def encode(message: LegRequest | LegResult) -> bytes:
+    """A leg message as compact JSON (the value of a record on the legs topic)."""
+    if isinstance(message, LegRequest):
+        head = json.dumps({"leg": "request", "home": message.home, "subject": message.subject.model_dump()})
+        return f'{head[:-1]},"flow":{message.flow.model_dump_json()}}}'.encode()
+    leg = message.leg
+    body = {
+        "leg": "result",
+        "flow_id": message.flow_id,
+        "subject_id": leg.subject_id,
+        "reasons": sorted(leg.reasons),
+        "rules": list(leg.rules),
+        "facts": list(leg.facts),
+        "judged_at": message.judged_at.isoformat(),
+        "revision": message.revision,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes) -> LegRequest | LegResult:
+    """The inverse of `encode`; ValueError (pydantic's ValidationError among them) for anything else."""
+    body = json.loads(raw)
+    if not isinstance(body, dict):
+        raise ValueError("a leg message is a JSON object")
+    kind = body.get("leg")
+    if kind == "request":
+        flow = parse_event(json.dumps(body["flow"]))
+        if not isinstance(flow, DataFlow):
+            raise ValueError(f"a leg request carries a flow, not a {flow.kind!r} event")
+        return LegRequest(flow, Subject.model_validate(body["subject"]), int(body["home"]))
+    if kind == "result":
+        leg = SubjectLeg(
+            str(body["subject_id"]),
+            frozenset(map(str, body["reasons"])),
+            tuple(map(str, body["rules"])),
+            tuple(map(str, body["facts"])),
+        )
+        return LegResult(str(body["flow_id"]), leg, datetime.fromisoformat(body["judged_at"]), int(body["revision"]))
+    raise ValueError(f"not a leg message: {kind!r}")
+
+
+@dataclass(slots=True)
+class Sent:
+    """What one message made a member send: decisions, and legs to other partitions (partition, message)."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    legs: list[tuple[int, LegRequest | LegResult]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A leg this member judged for another member's flow, open to late facts about its subject."""
+
+    flow: DataFlow
+    subject: Subject
+    home: int
+    leg: SubjectLeg
+    revision: int
+    occurred: int
+    expires: int
+
+
+class Member(Replayer):
+    """One worker of the split topology: the partitions it owns, their subjects' facts, and every shared fact."""
+
+    def __init__(
+        self, policy: Policy, partitions: int, owned: Iterable[int], lateness: timedelta = DEFAULT_LATENESS
+    ) -> None:
+        """A member owning `owned` of the `partitions` partitions, with no state yet."""
+        super().__init__(policy, lateness)
+        self.partitions = partitions
+        self.owned = frozenset(owned)
+        if not self.owned or not self.owned <= set(range(partitions)):
+            raise ValueError(f"a member owns some of partitions 0-{partitions - 1}, not {sorted(self.owned)}")
+        self._legs: dict[str, dict[str, SubjectLeg]] = {}  # flows with legs elsewhere: every leg known so far
+        self._waiting: dict[str, datetime] = {}  # flows still missing a leg: the decided_at they will get
+        self._overdue: set[str] = set()  # waiting flows whose lateness window has closed meanwhile
+        self._kept: dict[tuple[str, str], _Kept] = {}
+        self._kept_by_subject: dict[str, list[tuple[str, str]]] = {}
+        self._kept_expiry: list[tuple[int, str, str]] = []
+
+    def partition(self, subject_id: str) -> int:
+        """The partition a subject's facts (and flows keyed by it) are on."""
+        return partition_of(subject_id.encode(), self.partitions)
+
+    def keeps(self, subject_id: str) -> bool:
+        """True when this member keeps the subject's facts."""
+        return self.partition(subject_id) in self.owned
+
+    def take(self, message: Message) -> Sent:
+        """Apply one message; what it made this member send."""
+        sent = Sent()
+        if isinstance(message, LegRequest):
+            self._judge_leg(message, sent)
+        elif isinstance(message, LegResult):
+            self._take_leg(message, sent)
+        elif isinstance(message, DataFlow):
+            self._flow(message, sent)
+        else:
+            self._fact(message, sent)
+        return sent
+
+    # --- at the flow's home ------------------------------------------------------------------------------------
+
+    def _flow(self, flow: DataFlow, sent: Sent) -> None:
+        remote = [s for s in _distinct(flow) if not self.keeps(s.id)]
+        if not remote:
+            sent.decisions.extend(Replayer.feed(self, flow))  # every subject is here: judged as a replay judges it
+            return
+        if self.is_duplicate(flow):
+            self.duplicates += 1
+            return
+        now = self._advance(flow)
+        self.state.remember_flow(flow, now)
+        self._flows[flow.event_id] = flow
+        heapq.heappush(self._expiry, (max(to_us(flow.occurred_at), to_us(now)) + self._lateness_us, flow.event_id))
+        self._legs[flow.event_id] = self._local_legs(flow)
+        self._waiting[flow.event_id] = max(now, flow.emitted_at)
+        home = self.partition(flow.subjects[0].id)
+        sent.legs.extend((self.partition(s.id), LegRequest(flow, s, home)) for s in remote)
+
+    def _local_legs(self, flow: DataFlow) -> dict[str, SubjectLeg]:
+        return {s.id: judge_subject(flow, s, self.state, self.policy) for s in _distinct(flow) if self.keeps(s.id)}
+
+    def _take_leg(self, result: LegResult, sent: Sent) -> None:
+        self._advance_to(result.judged_at)
+        legs = self._legs.get(result.flow_id)
+        if legs is None:
+            return  # the flow left the lateness window here
+        legs[result.leg.subject_id] = result.leg
+        flow = self._flows[result.flow_id]
+        decided_at = self._waiting.get(result.flow_id)
+        if decided_at is None:
+            self._recombine(flow, legs, result.judged_at, sent)
+        elif all(s.id in legs for s in flow.subjects):
+            del self._waiting[result.flow_id]
+            decision = combine(flow, list(legs.values()), self.state, self.policy, decided_at=decided_at)
+            self._latest[flow.event_id] = Prior.of(decision)
+            sent.decisions.append(decision)
+            if flow.event_id in self._overdue:
+                self._close(flow.event_id)
+
+    def _recombine(self, flow: DataFlow, legs: dict[str, SubjectLeg], now: datetime, sent: Sent) -> None:
+        previous = self._latest[flow.event_id]
+        fresh = combine(
+            flow,
+            list(legs.values()),
+            self.state,
+            self.policy,
+            decided_at=now,
+            supersedes=previous.decision_id,
+            revision=previous.revision + 1,
+        )
+        if verdicts_of(fresh) != previous.verdicts:
+            self._supersede(flow.event_id, fresh)
+            sent.decisions.append(fresh)
+
+    def _close(self, flow_id: str) -> None:
+        if flow_id in self._waiting:
+            # Its window closed before its last leg came home: it still gets its one decision, then closes.
+            self._overdue.add(flow_id)
+            return
+        super()._close(flow_id)
+        self._legs.pop(flow_id, None)
+        self._overdue.discard(flow_id)
+
+    # --- where a subject's facts are kept -----------------------------------------------------------------------
+
+    def _judge_leg(self, request: LegRequest, sent: Sent) -> None:
+        flow, subject = request.flow, request.subject
+        now = self._advance(flow)
+        key = (flow.event_id, subject.id)
+        if key in self._kept:
+            return  # asked again: the answer was sent with the first request
+        leg = judge_subject(flow, subject, self.state, self.policy)
+        occurred = to_us(flow.occurred_at)
+        expires = max(occurred, to_us(now)) + self._lateness_us
+        self._kept[key] = _Kept(flow, subject, request.home, leg, 0, occurred, expires)
+        self._kept_by_subject.setdefault(subject.id, []).append(key)
+        heapq.heappush(self._kept_expiry, (expires, *key))
+        sent.legs.append((request.home, LegResult(flow.event_id, leg, now, 0)))
+
+    def _expire(self, horizon: int) -> None:
+        super()._expire(horizon)
+        expiry = self._kept_expiry
+        while expiry and expiry[0][0] < horizon:
+            _, flow_id, subject_id = heapq.heappop(expiry)
+            self._kept.pop((flow_id, subject_id), None)
+            keys = [k for k in self._kept_by_subject.get(subject_id, ()) if k[0] != flow_id]
+            if keys:
+                self._kept_by_subject[subject_id] = keys
+            else:
+                self._kept_by_subject.pop(subject_id, None)
+
+    # --- facts ------------------------------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> list[Decision]:
+        """Not for a member: it may have legs to send for any event (`take`)."""
+        raise TypeError("a Member takes events with take(), which also returns the legs to send")
+
+    def _fact(self, fact: Fact, sent: Sent) -> None:
+        # Replayer.feed's fact branch, for flows with legs elsewhere and the legs kept here besides.
+        if self.is_duplicate(fact):
+            self.duplicates += 1
+            return
+        now = self._advance(fact)
+        affected = self._affected(fact, now)
+        kept = self._kept_affected(fact, now)
+        if not self.state.apply(fact):
+            return
+        for flow_id in affected:
+            legs = self._legs.get(flow_id)
+            if legs is None:
+                fresh = self._rejudge(flow_id, now)
+                if fresh is not None:
+                    sent.decisions.append(fresh)
+                continue
+            flow = self._flows[flow_id]
+            if not isinstance(fact, SHARED_FACTS):  # a leg reads its subject's facts only
+                legs.update(self._local_legs(flow))
+            if flow_id not in self._waiting:
+                self._recombine(flow, legs, now, sent)
+        for key in kept:
+            self._rejudge_leg(self._kept[key], now, sent)
+
+    def _kept_affected(self, fact: Fact, now: datetime) -> list[tuple[str, str]]:
+        found = reach(fact)
+        if found is None or found[0] != "subject":
+            return []
+        _, subject_id, since = found
+        now_us = to_us(now)
+        kept = (self._kept[k] for k in self._kept_by_subject.get(subject_id, ()))
+        return [
+            (k.flow.event_id, k.subject.id)
+            for k in kept
+            if k.expires >= now_us and (since is None or k.occurred >= since)
+        ]
+
+    def _rejudge_leg(self, kept: _Kept, now: datetime, sent: Sent) -> None:
+        leg = judge_subject(kept.flow, kept.subject, self.state, self.policy)
+        if leg != kept.leg:
+            kept.leg, kept.revision = leg, kept.revision + 1
+            sent.legs.append((kept.home, LegResult(kept.flow.event_id, leg, now, kept.revision)))
+
+
+def _distinct(flow: DataFlow) -> list[Subject]:
+    # A subject named twice is judged once, as its first mention (as `evaluate` does).
+    first: dict[str, Subject] = {}
+    for subject in flow.subjects:
+        first.setdefault(subject.id, subject)
+    return list(first.values())
