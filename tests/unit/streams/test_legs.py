@@ -6,11 +6,14 @@ import json
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from random import Random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemas.decisions import Decision
-from schemas.events import DataFlow, Event, Subject
+from schemas.events import DataFlow, Event, Fact, Subject
 from streams.evaluate import SubjectLeg
 from streams.legs import (
     SHARED_FACTS,
@@ -23,7 +26,9 @@ from streams.legs import (
 )
 from streams.replay import Replayer
 
-from .test_evaluate_plan import POLICY, _sample_events
+from .conftest import standard_agreements
+from .test_evaluate_legs import about
+from .test_evaluate_plan import POLICY, _sample_events, facts, flows
 
 
 class Cluster:
@@ -211,3 +216,27 @@ def test_a_member_owns_some_partitions_and_takes_messages_through_take() -> None
         Member(POLICY, 4, [])
     with pytest.raises(TypeError, match="take"):
         Member(POLICY, 4, [0]).feed(flow_about("p1"))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.booleans(),
+    st.lists(facts(), max_size=8),
+    st.lists(facts(), max_size=8),
+    st.lists(flows(), min_size=1, max_size=5),
+    st.randoms(use_true_random=False),
+)
+def test_generated_events_in_any_order_split_across_members_decide_as_the_replay(
+    agreements: bool, about_p: list[Fact], about_q: list[Fact], judged: list[DataFlow], order: Random
+) -> None:
+    # p and q on partitions kept by different members: a flow about both has a leg away from home.
+    assert partition_of(b"p", 4) % 2 != partition_of(b"q", 4) % 2
+    both = [["p", "q"], ["q", "p"], ["p"], ["q"]]
+    judged = [f.model_copy(update={"subjects": [Subject(id=s) for s in order.choice(both)]}) for f in judged]
+    events: list[Event] = [*about_p, *(about(f, "q") for f in about_q), *judged]
+    order.shuffle(events)  # facts before and after the flows they bear on: late facts among them
+    if agreements:
+        events = [*standard_agreements(POLICY), *events]
+    cluster = Cluster(4, 2, one_clock=True)
+    replayer = Replayer(POLICY)
+    assert as_json(through(cluster, events)) == as_json(d for event in events for d in replayer.feed(event))
