@@ -4,10 +4,10 @@ The split topology of `docs/streaming.md` (Scaling) as pure logic, with no Kafka
 have `partitions` partitions; a `Member` owns some of them and keeps the facts of the subjects keyed to those,
 plus the recipient and notice facts, which every member reads (a global table: small, and needed to combine).
 
-    flow, keyed by its first subject ──► its home member: judges the legs of the subjects it keeps,
-                                         sends a `LegRequest` to the partition of each other subject
-    `LegRequest` ──► the subject's member: judges the leg on that subject's facts, answers with a `LegResult`
-                     to the flow's home, and keeps the leg open to late facts for the lateness window
+    flow, keyed by its first subject ──► its home member: judges the legs of the subjects it keeps, sends
+                                         one `LegRequest` to each partition that keeps any of the others
+    `LegRequest` ──► the member keeping those subjects: judges each one's leg on its facts, answers with a
+                     `LegResult` to the flow's home, and keeps the legs open to late facts for the lateness window
     `LegResult` ──► home: once every leg is in, `combine` gives the decision (`evaluate`'s, byte for byte)
     late fact ──► the subject's member re-judges the open legs it bears on (and its own flows); a leg that
                   changed goes home again (`revision` + 1), where the flow is combined again and, when its
@@ -57,23 +57,25 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class LegRequest:
-    """Judge one subject's leg of a flow: sent to the partition that keeps that subject's facts."""
+    """Judge some subjects' legs of a flow: sent to the partition that keeps their facts."""
 
     flow: DataFlow
-    subject: Subject
+    """The whole flow: a subject's checks read flow-level fields, the number of subjects among them."""
+    subjects: tuple[Subject, ...]
     home: int
     """The partition of the flow's key, where its legs are combined."""
 
 
 @dataclass(frozen=True, slots=True)
 class LegResult:
-    """One subject's leg of a flow, sent to the flow's home: first judged, or judged again after a late fact."""
+    """Subjects' legs of a flow, sent to the flow's home: first judged, or one judged again after a late fact."""
 
     flow_id: str
-    leg: SubjectLeg
+    legs: tuple[SubjectLeg, ...]
     judged_at: datetime
     """The judging member's clock: a re-judged leg's superseding decision is made at this time."""
     revision: int
+    """0 for the first answer; a re-judged leg's count of changes."""
 
 
 Message = Event | LegRequest | LegResult
@@ -83,16 +85,17 @@ Message = Event | LegRequest | LegResult
 def encode(message: LegRequest | LegResult) -> bytes:
     """A leg message as compact JSON (the value of a record on the legs topic)."""
     if isinstance(message, LegRequest):
-        head = json.dumps({"leg": "request", "home": message.home, "subject": message.subject.model_dump()})
+        subjects = [s.model_dump() for s in message.subjects]
+        head = json.dumps({"leg": "request", "home": message.home, "subjects": subjects}, separators=(",", ":"))
         return f'{head[:-1]},"flow":{message.flow.model_dump_json()}}}'.encode()
-    leg = message.leg
+    legs = [
+        {"subject_id": leg.subject_id, "reasons": sorted(leg.reasons), "rules": leg.rules, "facts": leg.facts}
+        for leg in message.legs
+    ]
     body = {
         "leg": "result",
         "flow_id": message.flow_id,
-        "subject_id": leg.subject_id,
-        "reasons": sorted(leg.reasons),
-        "rules": list(leg.rules),
-        "facts": list(leg.facts),
+        "legs": legs,
         "judged_at": message.judged_at.isoformat(),
         "revision": message.revision,
     }
@@ -109,15 +112,19 @@ def decode(raw: bytes) -> LegRequest | LegResult:
         flow = parse_event(json.dumps(body["flow"]))
         if not isinstance(flow, DataFlow):
             raise ValueError(f"a leg request carries a flow, not a {flow.kind!r} event")
-        return LegRequest(flow, Subject.model_validate(body["subject"]), int(body["home"]))
+        subjects = tuple(Subject.model_validate(s) for s in body["subjects"])
+        return LegRequest(flow, subjects, int(body["home"]))
     if kind == "result":
-        leg = SubjectLeg(
-            str(body["subject_id"]),
-            frozenset(map(str, body["reasons"])),
-            tuple(map(str, body["rules"])),
-            tuple(map(str, body["facts"])),
+        legs = tuple(
+            SubjectLeg(
+                str(leg["subject_id"]),
+                frozenset(map(str, leg["reasons"])),
+                tuple(map(str, leg["rules"])),
+                tuple(map(str, leg["facts"])),
+            )
+            for leg in body["legs"]
         )
-        return LegResult(str(body["flow_id"]), leg, datetime.fromisoformat(body["judged_at"]), int(body["revision"]))
+        return LegResult(str(body["flow_id"]), legs, datetime.fromisoformat(body["judged_at"]), int(body["revision"]))
     raise ValueError(f"not a leg message: {kind!r}")
 
 
@@ -199,7 +206,10 @@ class Member(Replayer):
         self._legs[flow.event_id] = self._local_legs(flow)
         self._waiting[flow.event_id] = max(now, flow.emitted_at)
         home = self.partition(flow.subjects[0].id)
-        sent.legs.extend((self.partition(s.id), LegRequest(flow, s, home)) for s in remote)
+        elsewhere: dict[int, list[Subject]] = {}
+        for subject in remote:
+            elsewhere.setdefault(self.partition(subject.id), []).append(subject)
+        sent.legs.extend((p, LegRequest(flow, tuple(subjects), home)) for p, subjects in elsewhere.items())
 
     def _local_legs(self, flow: DataFlow) -> dict[str, SubjectLeg]:
         return {s.id: judge_subject(flow, s, self.state, self.policy) for s in _distinct(flow) if self.keeps(s.id)}
@@ -209,7 +219,8 @@ class Member(Replayer):
         legs = self._legs.get(result.flow_id)
         if legs is None:
             return  # the flow left the lateness window here
-        legs[result.leg.subject_id] = result.leg
+        for leg in result.legs:
+            legs[leg.subject_id] = leg
         flow = self._flows[result.flow_id]
         decided_at = self._waiting.get(result.flow_id)
         if decided_at is None:
@@ -249,18 +260,21 @@ class Member(Replayer):
     # --- where a subject's facts are kept -----------------------------------------------------------------------
 
     def _judge_leg(self, request: LegRequest, sent: Sent) -> None:
-        flow, subject = request.flow, request.subject
+        flow = request.flow
         now = self._advance(flow)
-        key = (flow.event_id, subject.id)
-        if key in self._kept:
+        if (flow.event_id, request.subjects[0].id) in self._kept:
             return  # asked again: the answer was sent with the first request
-        leg = judge_subject(flow, subject, self.state, self.policy)
         occurred = to_us(flow.occurred_at)
         expires = max(occurred, to_us(now)) + self._lateness_us
-        self._kept[key] = _Kept(flow, subject, request.home, leg, 0, occurred, expires)
-        self._kept_by_subject.setdefault(subject.id, []).append(key)
-        heapq.heappush(self._kept_expiry, (expires, *key))
-        sent.legs.append((request.home, LegResult(flow.event_id, leg, now, 0)))
+        legs = []
+        for subject in request.subjects:
+            leg = judge_subject(flow, subject, self.state, self.policy)
+            key = (flow.event_id, subject.id)
+            self._kept[key] = _Kept(flow, subject, request.home, leg, 0, occurred, expires)
+            self._kept_by_subject.setdefault(subject.id, []).append(key)
+            heapq.heappush(self._kept_expiry, (expires, *key))
+            legs.append(leg)
+        sent.legs.append((request.home, LegResult(flow.event_id, tuple(legs), now, 0)))
 
     def _expire(self, horizon: int) -> None:
         super()._expire(horizon)
@@ -322,7 +336,7 @@ class Member(Replayer):
         leg = judge_subject(kept.flow, kept.subject, self.state, self.policy)
         if leg != kept.leg:
             kept.leg, kept.revision = leg, kept.revision + 1
-            sent.legs.append((kept.home, LegResult(kept.flow.event_id, leg, now, kept.revision)))
+            sent.legs.append((kept.home, LegResult(kept.flow.event_id, (leg,), now, kept.revision)))
 
 
 def _distinct(flow: DataFlow) -> list[Subject]:
