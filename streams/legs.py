@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from aiokafka.partitioner import murmur2
@@ -43,7 +43,7 @@ from schemas.events import (
 )
 from schemas.policy import Policy
 from streams.evaluate import SubjectLeg, combine, judge_subject
-from streams.replay import Prior, Replayer, verdicts_of
+from streams.replay import WAITING, Prior, Replayer, verdicts_of
 from streams.state import DEFAULT_LATENESS, reach, to_us
 
 SHARED_FACTS = (SharingAgreement, AgreementTerminated, NoticeVersionPublished)
@@ -150,7 +150,12 @@ class _Kept:
 
 
 class Member(Replayer):
-    """One worker of the split topology: the partitions it owns, their subjects' facts, and every shared fact."""
+    """One worker of the split topology: the partitions it owns, their subjects' facts, and every shared fact.
+
+    A flow with subjects kept elsewhere is open like any other, through the storage hooks of `Replayer` (which
+    `streams.processor.StreamState` keeps on disk); its `Prior` carries its legs, and while it waits for one,
+    when it arrived. The legs this member judges for other members' flows are kept here.
+    """
 
     def __init__(
         self, policy: Policy, partitions: int, owned: Iterable[int], lateness: timedelta = DEFAULT_LATENESS
@@ -161,9 +166,6 @@ class Member(Replayer):
         self.owned = frozenset(owned)
         if not self.owned or not self.owned <= set(range(partitions)):
             raise ValueError(f"a member owns some of partitions 0-{partitions - 1}, not {sorted(self.owned)}")
-        self._legs: dict[str, dict[str, SubjectLeg]] = {}  # flows with legs elsewhere: every leg known so far
-        self._waiting: dict[str, datetime] = {}  # flows still missing a leg: the decided_at they will get
-        self._overdue: set[str] = set()  # waiting flows whose lateness window has closed meanwhile
         self._kept: dict[tuple[str, str], _Kept] = {}
         self._kept_by_subject: dict[str, list[tuple[str, str]]] = {}
         self._kept_expiry: list[tuple[int, str, str]] = []
@@ -200,62 +202,58 @@ class Member(Replayer):
             self.duplicates += 1
             return
         now = self._advance(flow)
-        self.state.remember_flow(flow, now)
-        self._flows[flow.event_id] = flow
-        heapq.heappush(self._expiry, (max(to_us(flow.occurred_at), to_us(now)) + self._lateness_us, flow.event_id))
-        self._legs[flow.event_id] = self._local_legs(flow)
-        self._waiting[flow.event_id] = max(now, flow.emitted_at)
+        self._open_as(flow, Prior.awaiting(self._local_legs(flow, ()), now), now, WAITING)
         home = self.partition(flow.subjects[0].id)
         elsewhere: dict[int, list[Subject]] = {}
         for subject in remote:
             elsewhere.setdefault(self.partition(subject.id), []).append(subject)
         sent.legs.extend((p, LegRequest(flow, tuple(subjects), home)) for p, subjects in elsewhere.items())
 
-    def _local_legs(self, flow: DataFlow) -> dict[str, SubjectLeg]:
-        return {s.id: judge_subject(flow, s, self.state, self.policy) for s in _distinct(flow) if self.keeps(s.id)}
+    def _local_legs(self, flow: DataFlow, known: Iterable[SubjectLeg]) -> tuple[SubjectLeg, ...]:
+        """`known` with the legs of the subjects kept here judged (again) on their facts now."""
+        legs = {leg.subject_id: leg for leg in known}
+        for subject in _distinct(flow):
+            if self.keeps(subject.id):
+                legs[subject.id] = judge_subject(flow, subject, self.state, self.policy)
+        return tuple(legs.values())
 
     def _take_leg(self, result: LegResult, sent: Sent) -> None:
         self._advance_to(result.judged_at)
-        legs = self._legs.get(result.flow_id)
-        if legs is None:
+        found = self._open_flow(result.flow_id)
+        if found is None:
             return  # the flow left the lateness window here
-        for leg in result.legs:
-            legs[leg.subject_id] = leg
-        flow = self._flows[result.flow_id]
-        decided_at = self._waiting.get(result.flow_id)
-        if decided_at is None:
-            self._recombine(flow, legs, result.judged_at, sent)
-        elif all(s.id in legs for s in flow.subjects):
-            del self._waiting[result.flow_id]
-            decision = combine(flow, list(legs.values()), self.state, self.policy, decided_at=decided_at)
-            self._latest[flow.event_id] = Prior.of(decision)
-            sent.decisions.append(decision)
-            if flow.event_id in self._overdue:
-                self._close(flow.event_id)
+        flow, prior = found
+        legs = tuple({leg.subject_id: leg for leg in (*prior.legs, *result.legs)}.values())
+        if prior.waiting is None:
+            self._recombine(flow, prior, legs, result.judged_at, sent)
+            return
+        have = {leg.subject_id for leg in legs}
+        if not all(s.id in have for s in flow.subjects):
+            self._keep(flow.event_id, replace(prior, legs=legs))
+            return
+        decided_at = max(prior.waiting, flow.emitted_at)
+        decision = combine(flow, legs, self.state, self.policy, decided_at=decided_at)
+        # Its window runs from when it arrived, as any flow's; one that closed meanwhile closes now, decided.
+        expires = max(to_us(flow.occurred_at), to_us(prior.waiting)) + self._lateness_us
+        self._keep(flow.event_id, Prior.of(decision, legs), expires)
+        sent.decisions.append(decision)
 
-    def _recombine(self, flow: DataFlow, legs: dict[str, SubjectLeg], now: datetime, sent: Sent) -> None:
-        previous = self._latest[flow.event_id]
+    def _recombine(self, flow: DataFlow, prior: Prior, legs: tuple[SubjectLeg, ...], now: datetime, sent: Sent) -> None:
         fresh = combine(
             flow,
-            list(legs.values()),
+            legs,
             self.state,
             self.policy,
             decided_at=now,
-            supersedes=previous.decision_id,
-            revision=previous.revision + 1,
+            supersedes=prior.decision_id,
+            revision=prior.revision + 1,
         )
-        if verdicts_of(fresh) != previous.verdicts:
-            self._supersede(flow.event_id, fresh)
-            sent.decisions.append(fresh)
-
-    def _close(self, flow_id: str) -> None:
-        if flow_id in self._waiting:
-            # Its window closed before its last leg came home: it still gets its one decision, then closes.
-            self._overdue.add(flow_id)
+        if verdicts_of(fresh) == prior.verdicts:
+            if legs != prior.legs:
+                self._keep(flow.event_id, replace(prior, legs=legs))  # the same verdicts on other rules or facts
             return
-        super()._close(flow_id)
-        self._legs.pop(flow_id, None)
-        self._overdue.discard(flow_id)
+        self._keep(flow.event_id, Prior.of(fresh, legs))
+        sent.decisions.append(fresh)
 
     # --- where a subject's facts are kept -----------------------------------------------------------------------
 
@@ -305,17 +303,22 @@ class Member(Replayer):
         if not self.state.apply(fact):
             return
         for flow_id in affected:
-            legs = self._legs.get(flow_id)
-            if legs is None:
+            found = self._open_flow(flow_id)
+            if found is None:
+                continue
+            flow, prior = found
+            if not prior.legs:  # every subject is here
                 fresh = self._rejudge(flow_id, now)
                 if fresh is not None:
                     sent.decisions.append(fresh)
                 continue
-            flow = self._flows[flow_id]
-            if not isinstance(fact, SHARED_FACTS):  # a leg reads its subject's facts only
-                legs.update(self._local_legs(flow))
-            if flow_id not in self._waiting:
-                self._recombine(flow, legs, now, sent)
+            # A leg reads its subject's facts only: a recipient fact changes none, and is read when combining.
+            legs = prior.legs if isinstance(fact, SHARED_FACTS) else self._local_legs(flow, prior.legs)
+            if prior.waiting is not None:
+                if legs != prior.legs:
+                    self._keep(flow_id, replace(prior, legs=legs))
+            else:
+                self._recombine(flow, prior, legs, now, sent)
         for key in kept:
             self._rejudge_leg(self._kept[key], now, sent)
 

@@ -22,8 +22,11 @@ from pydantic import ValidationError
 from schemas.decisions import Decision
 from schemas.events import DataFlow, Event, EventEnvelope, Fact, parse_event
 from schemas.policy import Policy
-from streams.evaluate import evaluate
+from streams.evaluate import SubjectLeg, evaluate
 from streams.state import DEFAULT_LATENESS, State, to_us
+
+WAITING = 2**62
+"""The end of the window of a flow still waiting for a leg: none, until its first decision sets it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +61,20 @@ class Prior:
     decision_id: str
     revision: int
     verdicts: Verdicts
+    legs: tuple[SubjectLeg, ...] = ()
+    """A flow with subjects kept by other members (`streams.legs`): every leg of it known so far."""
+    waiting: datetime | None = None
+    """Set while such a flow still waits for a leg: the clock when it arrived."""
 
     @classmethod
-    def of(cls, decision: Decision) -> Prior:
+    def of(cls, decision: Decision, legs: tuple[SubjectLeg, ...] = ()) -> Prior:
         """The prior that `decision` leaves for the next re-judgment of its flow."""
-        return cls(decision.decision_id, decision.revision, verdicts_of(decision))
+        return cls(decision.decision_id, decision.revision, verdicts_of(decision), legs)
+
+    @classmethod
+    def awaiting(cls, legs: tuple[SubjectLeg, ...], arrived: datetime) -> Prior:
+        """The prior of a flow not decided yet: it waits for the legs of subjects kept elsewhere."""
+        return cls("", -1, ("", (), ()), legs, arrived)
 
 
 @dataclass(slots=True)
@@ -160,6 +172,20 @@ class Replayer:
         self._flows[flow.event_id] = flow
         self._latest[flow.event_id] = Prior.of(decision)
         heapq.heappush(self._expiry, (expires, flow.event_id))
+
+    def _open_as(self, flow: DataFlow, prior: Prior, now: datetime, expires: int) -> None:
+        """Open a flow with a prior that is not a decision's (one waiting for legs judged elsewhere)."""
+        self.state.remember_flow(flow, now)
+        self._flows[flow.event_id] = flow
+        self._latest[flow.event_id] = prior
+        if expires < WAITING:
+            heapq.heappush(self._expiry, (expires, flow.event_id))
+
+    def _keep(self, flow_id: str, prior: Prior, expires: int | None = None) -> None:
+        """An open flow's new prior and, when given, the end of its window (a waiting flow decided at last)."""
+        self._latest[flow_id] = prior
+        if expires is not None:
+            heapq.heappush(self._expiry, (expires, flow_id))
 
     def _expire(self, horizon: int) -> None:
         while self._expiry and self._expiry[0][0] < horizon:
