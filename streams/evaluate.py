@@ -476,6 +476,25 @@ class SubjectLeg:
     facts: tuple[str, ...]
     """Facts (consents, objections, court orders) the subject's checks relied on, in order."""
 
+    def to_dict(self) -> dict[str, object]:
+        """The leg as plain JSON values (reasons sorted)."""
+        return {
+            "subject_id": self.subject_id,
+            "reasons": sorted(self.reasons),
+            "rules": self.rules,
+            "facts": self.facts,
+        }
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> SubjectLeg:
+        """The inverse of `to_dict`; KeyError or TypeError when a field is missing or not a list."""
+        return cls(
+            str(value["subject_id"]),
+            frozenset(map(str, value["reasons"])),
+            tuple(map(str, value["rules"])),
+            tuple(map(str, value["facts"])),
+        )
+
 
 def judge_subject(flow: DataFlow, subject: Subject, state: State, policy: Policy) -> SubjectLeg:
     """The subject's own checks of a flow, reading no state but that subject's (`state.subject(subject.id)`)."""

@@ -27,6 +27,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from aiokafka.partitioner import murmur2
 
@@ -88,14 +89,10 @@ def encode(message: LegRequest | LegResult) -> bytes:
         subjects = [s.model_dump() for s in message.subjects]
         head = json.dumps({"leg": "request", "home": message.home, "subjects": subjects}, separators=(",", ":"))
         return f'{head[:-1]},"flow":{message.flow.model_dump_json()}}}'.encode()
-    legs = [
-        {"subject_id": leg.subject_id, "reasons": sorted(leg.reasons), "rules": leg.rules, "facts": leg.facts}
-        for leg in message.legs
-    ]
     body = {
         "leg": "result",
         "flow_id": message.flow_id,
-        "legs": legs,
+        "legs": [leg.to_dict() for leg in message.legs],
         "judged_at": message.judged_at.isoformat(),
         "revision": message.revision,
     }
@@ -104,6 +101,13 @@ def encode(message: LegRequest | LegResult) -> bytes:
 
 def decode(raw: bytes) -> LegRequest | LegResult:
     """The inverse of `encode`; ValueError (pydantic's ValidationError among them) for anything else."""
+    try:
+        return _decode(raw)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a leg message: {type(exc).__name__} {exc}") from exc
+
+
+def _decode(raw: bytes) -> LegRequest | LegResult:
     body = json.loads(raw)
     if not isinstance(body, dict):
         raise ValueError("a leg message is a JSON object")
@@ -115,15 +119,7 @@ def decode(raw: bytes) -> LegRequest | LegResult:
         subjects = tuple(Subject.model_validate(s) for s in body["subjects"])
         return LegRequest(flow, subjects, int(body["home"]))
     if kind == "result":
-        legs = tuple(
-            SubjectLeg(
-                str(leg["subject_id"]),
-                frozenset(map(str, leg["reasons"])),
-                tuple(map(str, leg["rules"])),
-                tuple(map(str, leg["facts"])),
-            )
-            for leg in body["legs"]
-        )
+        legs = tuple(SubjectLeg.from_dict(leg) for leg in body["legs"])
         return LegResult(str(body["flow_id"]), legs, datetime.fromisoformat(body["judged_at"]), int(body["revision"]))
     raise ValueError(f"not a leg message: {kind!r}")
 
@@ -137,16 +133,34 @@ class Sent:
 
 
 @dataclass(slots=True)
-class _Kept:
-    """A leg this member judged for another member's flow, open to late facts about its subject."""
+class Asked:
+    """A leg request this member answered: its legs, kept open to late facts about their subjects."""
 
-    flow: DataFlow
-    subject: Subject
-    home: int
-    leg: SubjectLeg
-    revision: int
-    occurred: int
+    request: LegRequest
+    legs: list[SubjectLeg]
+    """One per subject of the request, in its order."""
+    revisions: list[int]
+    """How many times each leg changed since it was first sent."""
     expires: int
+
+    def to_bytes(self) -> bytes:
+        """The changelog value: the request as sent, then the legs and their revisions."""
+        legs = json.dumps([[leg.to_dict(), n] for leg, n in zip(self.legs, self.revisions, strict=True)])
+        return encode(self.request) + b"\n" + legs.encode() + b"\n%d" % self.expires
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Asked:
+        """The inverse of `to_bytes`."""
+        request_json, legs_json, expires = raw.split(b"\n")
+        request = decode(request_json)
+        if not isinstance(request, LegRequest):
+            raise ValueError("a kept leg holds its request")
+        pairs = json.loads(legs_json)
+        return cls(request, [SubjectLeg.from_dict(leg) for leg, _ in pairs], [int(n) for _, n in pairs], int(expires))
+
+
+AskedKey = tuple[str, str]
+"""An answered request: its flow id and its first subject's id."""
 
 
 class Member(Replayer):
@@ -158,17 +172,22 @@ class Member(Replayer):
     """
 
     def __init__(
-        self, policy: Policy, partitions: int, owned: Iterable[int], lateness: timedelta = DEFAULT_LATENESS
+        self,
+        policy: Policy,
+        partitions: int,
+        owned: Iterable[int],
+        lateness: timedelta = DEFAULT_LATENESS,
+        **storage: Any,
     ) -> None:
-        """A member owning `owned` of the `partitions` partitions, with no state yet."""
-        super().__init__(policy, lateness)
+        """A member owning `owned` of the `partitions` partitions, with no state yet (`storage`: for a subclass)."""
+        super().__init__(policy, lateness, **storage)
         self.partitions = partitions
         self.owned = frozenset(owned)
         if not self.owned or not self.owned <= set(range(partitions)):
             raise ValueError(f"a member owns some of partitions 0-{partitions - 1}, not {sorted(self.owned)}")
-        self._kept: dict[tuple[str, str], _Kept] = {}
-        self._kept_by_subject: dict[str, list[tuple[str, str]]] = {}
-        self._kept_expiry: list[tuple[int, str, str]] = []
+        self._asked: dict[AskedKey, Asked] = {}
+        self._asked_by_subject: dict[str, list[AskedKey]] = {}
+        self._asked_expiry: list[tuple[int, str, str]] = []
 
     def partition(self, subject_id: str) -> int:
         """The partition a subject's facts (and flows keyed by it) are on."""
@@ -260,31 +279,43 @@ class Member(Replayer):
     def _judge_leg(self, request: LegRequest, sent: Sent) -> None:
         flow = request.flow
         now = self._advance(flow)
-        if (flow.event_id, request.subjects[0].id) in self._kept:
+        key = (flow.event_id, request.subjects[0].id)
+        if key in self._asked:
             return  # asked again: the answer was sent with the first request
-        occurred = to_us(flow.occurred_at)
-        expires = max(occurred, to_us(now)) + self._lateness_us
-        legs = []
-        for subject in request.subjects:
-            leg = judge_subject(flow, subject, self.state, self.policy)
-            key = (flow.event_id, subject.id)
-            self._kept[key] = _Kept(flow, subject, request.home, leg, 0, occurred, expires)
-            self._kept_by_subject.setdefault(subject.id, []).append(key)
-            heapq.heappush(self._kept_expiry, (expires, *key))
-            legs.append(leg)
+        legs = [judge_subject(flow, subject, self.state, self.policy) for subject in request.subjects]
+        expires = max(to_us(flow.occurred_at), to_us(now)) + self._lateness_us
+        self._keep_asked(key, Asked(request, legs, [0] * len(legs), expires))
         sent.legs.append((request.home, LegResult(flow.event_id, tuple(legs), now, 0)))
+
+    def _keep_asked(self, key: AskedKey, asked: Asked) -> None:
+        """Keep an answered request open to late facts (also how a restore puts one back)."""
+        self._asked[key] = asked
+        for subject in asked.request.subjects:
+            self._asked_by_subject.setdefault(subject.id, []).append(key)
+        heapq.heappush(self._asked_expiry, (asked.expires, *key))
+        self._asked_changed(key)
+
+    def _asked_changed(self, key: AskedKey) -> None:
+        """An answered request was kept or one of its legs changed (a hook: `MemberState` writes it down)."""
+
+    def _asked_closed(self, key: AskedKey) -> None:
+        """An answered request left the lateness window (a hook: `MemberState` deletes it)."""
 
     def _expire(self, horizon: int) -> None:
         super()._expire(horizon)
-        expiry = self._kept_expiry
+        expiry = self._asked_expiry
         while expiry and expiry[0][0] < horizon:
-            _, flow_id, subject_id = heapq.heappop(expiry)
-            self._kept.pop((flow_id, subject_id), None)
-            keys = [k for k in self._kept_by_subject.get(subject_id, ()) if k[0] != flow_id]
-            if keys:
-                self._kept_by_subject[subject_id] = keys
-            else:
-                self._kept_by_subject.pop(subject_id, None)
+            _, flow_id, first = heapq.heappop(expiry)
+            asked = self._asked.pop((flow_id, first), None)
+            if asked is None:
+                continue
+            for subject in asked.request.subjects:
+                keys = [k for k in self._asked_by_subject.get(subject.id, ()) if k != (flow_id, first)]
+                if keys:
+                    self._asked_by_subject[subject.id] = keys
+                else:
+                    self._asked_by_subject.pop(subject.id, None)
+            self._asked_closed((flow_id, first))
 
     # --- facts ------------------------------------------------------------------------------------------------
 
@@ -299,7 +330,7 @@ class Member(Replayer):
             return
         now = self._advance(fact)
         affected = self._affected(fact, now)
-        kept = self._kept_affected(fact, now)
+        asked = self._asked_affected(fact, now)
         if not self.state.apply(fact):
             return
         for flow_id in affected:
@@ -319,27 +350,33 @@ class Member(Replayer):
                     self._keep(flow_id, replace(prior, legs=legs))
             else:
                 self._recombine(flow, prior, legs, now, sent)
-        for key in kept:
-            self._rejudge_leg(self._kept[key], now, sent)
+        for key, at in asked:
+            self._rejudge_leg(key, at, now, sent)
 
-    def _kept_affected(self, fact: Fact, now: datetime) -> list[tuple[str, str]]:
+    def _asked_affected(self, fact: Fact, now: datetime) -> list[tuple[AskedKey, int]]:
+        """The answered requests with a leg the fact may change, and that leg's place in the request."""
         found = reach(fact)
         if found is None or found[0] != "subject":
             return []
         _, subject_id, since = found
         now_us = to_us(now)
-        kept = (self._kept[k] for k in self._kept_by_subject.get(subject_id, ()))
-        return [
-            (k.flow.event_id, k.subject.id)
-            for k in kept
-            if k.expires >= now_us and (since is None or k.occurred >= since)
-        ]
+        affected = []
+        for key in self._asked_by_subject.get(subject_id, ()):
+            asked = self._asked[key]
+            if asked.expires >= now_us and (since is None or to_us(asked.request.flow.occurred_at) >= since):
+                at = next(i for i, s in enumerate(asked.request.subjects) if s.id == subject_id)
+                affected.append((key, at))
+        return affected
 
-    def _rejudge_leg(self, kept: _Kept, now: datetime, sent: Sent) -> None:
-        leg = judge_subject(kept.flow, kept.subject, self.state, self.policy)
-        if leg != kept.leg:
-            kept.leg, kept.revision = leg, kept.revision + 1
-            sent.legs.append((kept.home, LegResult(kept.flow.event_id, (leg,), now, kept.revision)))
+    def _rejudge_leg(self, key: AskedKey, at: int, now: datetime, sent: Sent) -> None:
+        asked = self._asked[key]
+        request = asked.request
+        leg = judge_subject(request.flow, request.subjects[at], self.state, self.policy)
+        if leg != asked.legs[at]:
+            asked.legs[at] = leg
+            asked.revisions[at] += 1
+            self._asked_changed(key)
+            sent.legs.append((request.home, LegResult(request.flow.event_id, (leg,), now, asked.revisions[at])))
 
 
 def _distinct(flow: DataFlow) -> list[Subject]:

@@ -190,13 +190,27 @@ class OpenFlows:
         found = self._db.execute("SELECT line FROM flows WHERE id = ? AND expires >= ?", (flow_id, now)).fetchone()
         return None if found is None else bytes(found[0])
 
-    def replace(self, flow_id: str, line: bytes) -> None:
-        """A superseding decision: the flow's new line, which now has a changelog entry of its own."""
+    def replace(self, flow_id: str, line: bytes, expires: int | None = None, subjects: Iterable[str] = ()) -> None:
+        """A superseding decision: the flow's new line, which now has a changelog entry of its own.
+
+        `expires` moves the end of its window, and `subjects` are the flow's (a flow that waited for legs judged
+        elsewhere, decided at last).
+        """
         p = self._pending.get(flow_id)
         if p is not None:
             p.line, p.rewritten = line, True
+            if expires is not None:
+                p.expires = expires
             return
-        self._db.execute("UPDATE flows SET line = ?, rewritten = 1 WHERE id = ?", (line, flow_id))
+        if expires is None:
+            self._db.execute("UPDATE flows SET line = ?, rewritten = 1 WHERE id = ?", (line, flow_id))
+            return
+        seq = self._db.execute("SELECT seq FROM flows WHERE id = ?", (flow_id,)).fetchone()[0]
+        self._db.execute("UPDATE flows SET line = ?, rewritten = 1, expires = ? WHERE seq = ?", (line, expires, seq))
+        self._db.executemany(
+            "UPDATE refs SET expires = ? WHERE subject = ? AND flow = ?",
+            [(expires, subject, seq) for subject in dict.fromkeys(subjects)],
+        )
 
     def for_subject(self, subject: str, since: int | None, now: int) -> list[str]:
         """Open flows about a subject that occurred at or after `since` (all when None), in arrival order."""

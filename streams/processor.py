@@ -42,8 +42,9 @@ from schemas.events import (
     parse_event,
 )
 from schemas.policy import Policy
+from streams.evaluate import SubjectLeg
 from streams.openflows import NEVER, OpenFlows
-from streams.replay import Prior, Replayer
+from streams.replay import WAITING, Prior, Replayer
 from streams.sequences import SequenceTracker
 from streams.state import DEFAULT_LATENESS, SubjectState, from_us, reach, to_us
 
@@ -59,6 +60,8 @@ class Outcome:
     payloads: list[bytes] = field(default_factory=list)
     """Each decision's JSON, rendered once for Kafka and the changelog alike."""
     missing: int = 0
+    legs: list[tuple[int, bytes]] = field(default_factory=list)
+    """Leg messages for other members of a split topology (`streams.member`): partition and value."""
 
 
 class StreamState(Replayer):
@@ -83,6 +86,8 @@ class StreamState(Replayer):
         self._known: set[bytes] = set()
         self._moved: set[str] = set()  # connectors whose sequence tracker changed since the last `changes()`
         self._watermark_moved = False
+        self.tracks_sequences = True
+        """False where the worker sees only some of each connector's events (a member of a split topology)."""
 
     def _now_us(self) -> int:
         return to_us(self.watermark) if self.watermark is not None else NEVER
@@ -121,15 +126,16 @@ class StreamState(Replayer):
     def handle(self, event: Event, raw: bytes | None = None) -> Outcome:
         """Apply one valid event (`raw`: its JSON as received); the decisions to send, changes kept for `changes()`."""
         outcome = Outcome()
-        tracker = self.sequences.get(event.source.connector)
-        if tracker is None:
-            tracker = self.sequences[event.source.connector] = SequenceTracker()
-        outcome.missing = tracker.see(event.source.sequence, hold=self.catching_up)
-        self._moved.add(event.source.connector)
+        if self.tracks_sequences:
+            tracker = self.sequences.get(event.source.connector)
+            if tracker is None:
+                tracker = self.sequences[event.source.connector] = SequenceTracker()
+            outcome.missing = tracker.see(event.source.sequence, hold=self.catching_up)
+            self._moved.add(event.source.connector)
         # The raw JSON as received is kept when it is one line: tabs and newlines separate a line's fields.
         self._raw = raw if raw is not None and b"\n" not in raw and b"\t" not in raw else None
         try:
-            decisions = self.feed(event)
+            decisions = self._decide(event)
         finally:
             self._raw = None
         outcome.decisions = decisions
@@ -146,12 +152,31 @@ class StreamState(Replayer):
             self._dirty[b"s:" + subject.encode()] = self.state.subject(subject).to_bytes()
         return outcome
 
+    def _decide(self, event: Event) -> list[Decision]:
+        """The decisions one event makes (`feed`; `streams.member.MemberState` also has legs to send)."""
+        return self.feed(event)
+
     def _open(self, flow: DataFlow, decision: Decision, now: datetime, expires: int) -> None:
         flow_json = self._raw if self._raw is not None else flow.model_dump_json().encode()
         self._opened = decision.to_json_bytes()
         line = self._fresh[flow.event_id] = _line(to_us(now), flow_json, _prior_json(decision))
         subjects = (s.id for s in flow.subjects)
         self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line)
+
+    def _open_as(self, flow: DataFlow, prior: Prior, now: datetime, expires: int) -> None:
+        flow_json = self._raw if self._raw is not None else flow.model_dump_json().encode()
+        line = self._fresh[flow.event_id] = _line(to_us(now), flow_json, _prior_line(flow.event_id, prior))
+        subjects = (s.id for s in flow.subjects)
+        self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line)
+
+    def _keep(self, flow_id: str, prior: Prior, expires: int | None = None) -> None:
+        current = self.flows.line(flow_id, NEVER)
+        assert current is not None, f"keeping flow {flow_id} that is not open"
+        arrived, flow_json, _ = _split(current)
+        line = _line(arrived, flow_json, _prior_line(flow_id, prior))
+        subjects = _flow_fields(flow_json)[1] if expires is not None else ()
+        self.flows.replace(flow_id, line, expires, subjects)
+        self._dirty[b"f:" + flow_id.encode()] = line
 
     def _expire(self, horizon: int) -> None:
         pass  # flows past the horizon are dropped at `changes()`; until then every read filters on expiry
@@ -217,6 +242,9 @@ class StreamState(Replayer):
         out = list(self._dirty.items())
         self._dirty.clear()
         return out
+
+    def _restore_other(self, kind: bytes, name: bytes, value: bytes) -> None:
+        """A changelog key of a kind this class does not write (a subclass's: `streams.member`)."""
 
     def open_flow(self, flow_id: str) -> DataFlow | None:
         """A flow still inside the lateness window, or None."""
@@ -318,6 +346,8 @@ class Restoring:
                     state.watermark = from_us(int(value))
                 elif kind == b"q":
                     state.sequences[name.decode()] = SequenceTracker.from_bytes(value)
+                else:
+                    state._restore_other(kind, name, value)
             restored = len(state.state) + self._digest_keys + len(self._small)
             restored += db.execute("SELECT (SELECT count(*) FROM b) + (SELECT count(*) FROM f)").fetchone()[0]
             self._open(state)
@@ -373,9 +403,10 @@ class _Opener:
 
     def open(self, flow_id: str, line: bytes, batch: bytes | None, rewritten: bool, *, again: bool) -> bool:
         """Open one flow unless it has left the window (False); `again`: its id is open already, and keeps its place."""
-        arrived, flow_json, _ = _split(line)
+        arrived, flow_json, prior_json = _split(line)
         recipient, subjects, occurred = _flow_fields(flow_json)
-        expires = max(occurred, arrived) + self._lateness
+        # A flow waiting for a leg judged elsewhere stays open until its first decision (`streams.legs`).
+        expires = WAITING if b'"waiting":' in prior_json else max(occurred, arrived) + self._lateness
         if again:
             self._flows.reopen(flow_id, subjects, line, expires, batch, rewritten=rewritten)
             if batch is not None:
@@ -492,9 +523,28 @@ def _prior_json(decision: Decision) -> bytes:
     )
 
 
+def _prior_line(flow_id: str, prior: Prior) -> bytes:
+    """`_prior_json` from a `Prior`, with the legs and arrival of a flow judged in part elsewhere (`streams.legs`)."""
+    verdict, reasons, disclosures = prior.verdicts
+    d: dict[str, object] = {
+        "decision_id": prior.decision_id,
+        "flow_event_id": flow_id,
+        "verdict": verdict,
+        "reasons": reasons,
+        "disclosures": [{"subject_id": subject, "reasons": codes} for subject, codes in disclosures],
+        "revision": prior.revision,
+    }
+    if prior.legs:
+        d["legs"] = [leg.to_dict() for leg in prior.legs]
+    if prior.waiting is not None:
+        d["waiting"] = to_us(prior.waiting)
+    return to_json(d)
+
+
 def _prior(prior_json: bytes) -> Prior:
     """The `Prior` in a line: from `_prior_json`, or a whole decision's JSON (lines written before it)."""
     d = from_json(prior_json, cache_strings="keys")
+    waiting = d.get("waiting")
     return Prior(
         d["decision_id"],
         d.get("revision", 0),
@@ -503,6 +553,8 @@ def _prior(prior_json: bytes) -> Prior:
             tuple(d.get("reasons", ())),
             tuple((v["subject_id"], tuple(v.get("reasons", ()))) for v in d.get("disclosures", ())),
         ),
+        tuple(SubjectLeg.from_dict(leg) for leg in d.get("legs", ())),
+        None if waiting is None else from_us(waiting),
     )
 
 
