@@ -28,6 +28,11 @@ def topic_specs(settings: Settings, replication_factor: int = 1) -> list[NewTopi
         # The worker's state, partitioned like the flows and facts it was built from; compaction keeps the latest.
         NewTopic(t.changelog, t.partitions, replication_factor, topic_configs={"cleanup.policy": "compact"}),
         NewTopic(t.chain_heads, 1, replication_factor, topic_configs={"cleanup.policy": "compact"}),
+        # The split topology (`worker_members` > 1): legs co-partitioned with facts; shared facts read whole by
+        # every member, which keeps them in its changelog; each member's state in the partitions it owns.
+        NewTopic(t.legs, t.partitions, replication_factor),
+        NewTopic(t.shared_facts, 1, replication_factor),
+        NewTopic(t.member_changelog, t.partitions, replication_factor, topic_configs={"cleanup.policy": "compact"}),
     ]
 
 

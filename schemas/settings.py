@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,18 @@ class Topics(BaseSettings):
     chain_heads: str = Field(
         default="pupilflow.chain-heads",
         description="Compacted: the audit sink's hash-chain head per decisions partition, kept outside ClickHouse.",
+    )
+    legs: str = Field(
+        default="pupilflow.legs",
+        description="Split topology: flows sent to the members keeping their subjects, and the legs judged there.",
+    )
+    shared_facts: str = Field(
+        default="pupilflow.shared-facts",
+        description="Split topology: agreements and notice versions, forwarded for every member to read whole.",
+    )
+    member_changelog: str = Field(
+        default="pupilflow.member-changelog",
+        description="Compacted: each split-topology member's state, in the partitions it owns.",
     )
     partitions: int = Field(default=4, ge=1)
 
@@ -87,6 +99,13 @@ class Settings(BaseSettings):
         description="A worker transaction not committed within this long is abandoned and the worker restarts.",
     )
     consumer_group: str = "pupilflow-worker"
+    worker_members: int = Field(
+        default=1,
+        ge=1,
+        description="Workers sharing the partitions (the split topology) when above 1; each runs with its own"
+        " `worker_member`. The count is fixed for a member changelog: changing it needs a new consumer group.",
+    )
+    worker_member: int = Field(default=0, ge=0, description="This worker's number among `worker_members`.")
     sink_group: str = "pupilflow-sink"
     sink_batch_max_rows: int = Field(default=10_000, ge=1)
     sink_batch_max_seconds: float = Field(default=1.0, gt=0)
@@ -96,6 +115,14 @@ class Settings(BaseSettings):
         description="A sink still without partitions this long into a rebalance the broker has finished rejoins.",
     )
     topics: Topics = Field(default_factory=Topics)
+
+    @model_validator(mode="after")
+    def _member_in_range(self) -> Settings:
+        if self.worker_member >= self.worker_members:
+            raise ValueError(f"worker_member must be below worker_members ({self.worker_members})")
+        if self.worker_members > self.topics.partitions:
+            raise ValueError(f"worker_members must not exceed the {self.topics.partitions} partitions")
+        return self
 
     @field_validator("clickhouse_dsn")
     @classmethod

@@ -40,7 +40,8 @@ from schemas.errors import ConfigurationError, ServiceUnavailable, TransactionSt
 from schemas.events import DataFlow, parse_event
 from schemas.policy import Policy
 from schemas.settings import Settings
-from streams.legs import partition_of
+from streams.legs import SHARED_FACTS, decode, partition_of
+from streams.member import MemberState
 from streams.metrics import UNREGISTERED, WorkerMetrics
 from streams.processor import Change, StreamState
 from streams.replay import describe
@@ -81,9 +82,14 @@ class Judge:
         self._groups: dict[str, str] = {}
         self._sent_at: list[float] = []  # emitted_at (epoch seconds) of each decision awaiting commit
         self._verdicts = {v: metrics.decisions.labels(verdict=v) for v in ("allowed", "violation")}
+        self.split = settings.worker_members > 1
+        self._legs: list[tuple[int, bytes]] = []
 
     def handle(self, record: Any, out: list[Send]) -> None:
-        """Judge one input record, appending what to send to `out`."""
+        """Judge one input record, appending what to send to `out` (leg messages go to `take_legs`)."""
+        if record.topic == self.topics.legs:
+            self._leg(record, out)
+            return
         try:
             event = parse_event(record.value)
         except ValidationError as exc:
@@ -97,12 +103,20 @@ class Judge:
             where = "flows" if record.topic == self.topics.flows else "facts"
             self._dead(record, f"a {event.kind!r} event on the {where} topic", out)
             return
+        shared = isinstance(event, SHARED_FACTS)
+        if self.split and shared and record.topic == self.topics.facts:
+            # Every member applies recipient and notice facts: they come back to each, this one too, from there.
+            out.append((self.topics.shared_facts, record.key, record.value))
+            self.metrics.event_in(event.kind, event.source.connector)
+            return
         try:
             outcome = self.state.handle(event, record.value)
         except ValueError as exc:  # an event id reused for a different payload
             self._dead(record, str(exc), out, stage="evaluate")
             return
-        self.metrics.event_in(event.kind, event.source.connector)
+        self._legs.extend(outcome.legs)
+        if record.topic != self.topics.shared_facts:  # counted once, where it came in
+            self.metrics.event_in(event.kind, event.source.connector)
         if outcome.missing:
             self.metrics.gap(event.source.connector, outcome.missing)
             log.warning("connector %s: %d sequence numbers never arrived", event.source.connector, outcome.missing)
@@ -112,6 +126,28 @@ class Judge:
             self._decided(decision, payload, out)
             if decision.supersedes is not None:
                 self.metrics.supersessions.labels(verdict=decision.verdict).inc()
+
+    def _leg(self, record: Any, out: list[Send]) -> None:
+        """A leg request or result from another member of the split topology."""
+        try:
+            message = decode(record.value if isinstance(record.value, bytes) else b"")
+        except ValueError as exc:
+            self._dead(record, f"unreadable leg message: {exc}", out)
+            return
+        if not isinstance(self.state, MemberState):
+            self._dead(record, "a leg message to a worker that is not a member of a split topology", out)
+            return
+        outcome = self.state.handle(message)
+        self._legs.extend(outcome.legs)
+        for decision, payload in zip(outcome.decisions, outcome.payloads, strict=True):
+            self._decided(decision, payload, out)
+            if decision.supersedes is not None:
+                self.metrics.supersessions.labels(verdict=decision.verdict).inc()
+
+    def take_legs(self) -> list[tuple[int, bytes]]:
+        """The leg messages to send since the last call: (partition of the legs topic, value)."""
+        legs, self._legs = self._legs, []
+        return legs
 
     def _decided(self, decision: Decision, payload: bytes, out: list[Send]) -> None:
         key = decision.subject_ids[0].encode()  # the flow's own key: its first subject
@@ -339,11 +375,23 @@ class StreamWorker:
         self.settings = settings
         self.metrics = metrics
         self.topics = settings.topics
-        self.state = StreamState(policy, timedelta(hours=settings.lateness_hours), on_disk=True)
+        lateness = timedelta(hours=settings.lateness_hours)
+        members, member = settings.worker_members, settings.worker_member
+        self.split = members > 1
+        partitions = settings.topics.partitions
+        self.owned = [p for p in range(partitions) if p % members == member]
+        """The partitions of the co-partitioned topics this worker owns: all of them unless it is one of several."""
+        self.state: StreamState = (
+            MemberState(policy, partitions, self.owned, lateness, on_disk=True)
+            if self.split
+            else StreamState(policy, lateness, on_disk=True)
+        )
         self.judge = Judge(settings, policy, metrics, self.state)
         self.max_records = max_records
         self.poll_ms = poll_ms
-        self.group = settings.consumer_group
+        # A member reads the shared facts whole, from a position of its own: its offsets are its own group's.
+        self.group = f"{settings.consumer_group}-member-{member}" if self.split else settings.consumer_group
+        self.changelog = self.topics.member_changelog if self.split else self.topics.changelog
         self._bootstrap = settings.kafka_bootstrap.split(",")
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -389,7 +437,10 @@ class StreamWorker:
         except KafkaError as exc:
             raise ServiceUnavailable(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
         t = self.topics
-        for topic in (t.flows, t.facts, t.decisions, t.violations, t.dlq, t.changelog):
+        topics = [t.flows, t.facts, t.decisions, t.violations, t.dlq, self.changelog]
+        if self.split:
+            topics += [t.legs, t.shared_facts]
+        for topic in topics:
             try:
                 found = await self.producer.partitions_for(topic)
             except KafkaError as exc:
@@ -401,11 +452,17 @@ class StreamWorker:
                 f"topics {t.flows} ({self._partitions[t.flows]} partitions) and {t.facts} "
                 f"({self._partitions[t.facts]}) must have the same number of partitions"
             )
-        self.inputs = [
-            TopicPartition(topic, p)
-            for topic in (self.topics.flows, self.topics.facts)
-            for p in range(self._partitions[topic])
-        ]
+        if self.split:
+            # A member's partitions were chosen from `topics.partitions`: the topics must have that many.
+            wrong = [f"{x} ({self._partitions[x]})" for x in (t.flows, t.facts, t.legs, self.changelog)]
+            if any(self._partitions[x] != t.partitions for x in (t.flows, t.facts, t.legs, self.changelog)):
+                raise ConfigurationError(
+                    f"a split topology needs {t.partitions} partitions (topics.partitions) in: {', '.join(wrong)}"
+                )
+            self.inputs = [TopicPartition(x, p) for x in (t.flows, t.facts, t.legs) for p in self.owned]
+            self.inputs += [TopicPartition(t.shared_facts, p) for p in range(self._partitions[t.shared_facts])]
+        else:
+            self.inputs = [TopicPartition(x, p) for x in (t.flows, t.facts) for p in range(self._partitions[x])]
 
     async def restore(self, progress: Callable[[int], None] | None = None) -> int:
         """Read the whole changelog (committed records only) into the state; returns the keys restored."""
@@ -420,8 +477,9 @@ class StreamWorker:
         restoring = self.state.restoring()
         read = 0
         try:
-            changelog = self.topics.changelog
-            parts = [TopicPartition(changelog, p) for p in range(self._partitions[changelog])]
+            changelog = self.changelog
+            owned = self.owned if self.split else range(self._partitions[changelog])
+            parts = [TopicPartition(changelog, p) for p in owned]
             reader.assign(parts)
             await reader.seek_to_beginning(*parts)
             ends = await reader.end_offsets(parts)
@@ -463,8 +521,10 @@ class StreamWorker:
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, committed)
-        # Flows and facts partitions of the same number hold the same subjects: one arrival order each.
-        arrivals = Arrivals(self.inputs, group_of=lambda tp: tp.partition)
+        # Flows, facts and legs partitions of the same number hold the same subjects: one arrival order each. The
+        # shared facts are a group of their own: one arriving late re-judges what it bears on, as any late fact.
+        shared = self.topics.shared_facts
+        arrivals = Arrivals(self.inputs, group_of=lambda tp: -1 if tp.topic == shared else tp.partition)
         last_lag = 0.0
         try:
             while not stop.is_set():
@@ -516,8 +576,9 @@ class StreamWorker:
         self._transactions += 1
         changes = self.state.changes(f"{int(time.time() * 1000)}-{self._transactions}")
         committed_at: list[float] = []
+        legs = self.judge.take_legs()
         self._in_flight = _InFlight(
-            commit=asyncio.ensure_future(self._commit(out, changes, offsets, committed_at)),
+            commit=asyncio.ensure_future(self._commit(out, changes, offsets, committed_at, legs)),
             since=time.monotonic(),
             events=len(records),
             emitted=self.judge.take_pending(),
@@ -551,13 +612,19 @@ class StreamWorker:
             self.metrics.sequence_missing.labels(connector=connector).set(tracker.missing())
 
     async def _commit(
-        self, out: list[Send], changes: list[Change], offsets: dict[Any, int], committed_at: list[float]
+        self,
+        out: list[Send],
+        changes: list[Change],
+        offsets: dict[Any, int],
+        committed_at: list[float],
+        legs: list[tuple[int, bytes]],
     ) -> None:
-        """Send one batch's records, changelog changes and input offsets as one Kafka transaction."""
+        """Send one batch's records, leg messages, changelog changes and input offsets as one Kafka transaction."""
         producer = self.producer
         assert producer is not None, "start() first"
-        changelog = self.topics.changelog
-        changelog_partitions = self._partitions[changelog]
+        changelog = self.changelog
+        # A member writes its state only to the partitions it owns, and reads back only those.
+        changelog_partitions = self.owned if self.split else range(self._partitions[changelog])
         await producer.begin_transaction()
         outbox = Outbox(producer)
         placed = self._placed
@@ -568,8 +635,10 @@ class StreamWorker:
             if partition is None:
                 partition = placed[(topic, key)] = partition_of(key or b"", self._partitions[topic])
             await outbox.add(topic, partition, key, value)
+        for partition, value in legs:
+            await outbox.add(self.topics.legs, partition, None, value)
         for key, value in changes:
-            await outbox.add(changelog, zlib.crc32(key) % changelog_partitions, key, value)
+            await outbox.add(changelog, changelog_partitions[zlib.crc32(key) % len(changelog_partitions)], key, value)
         await outbox.flush()
         await producer.send_offsets_to_transaction(offsets, self.group)
         await producer.commit_transaction()
@@ -589,7 +658,7 @@ class StreamWorker:
         return lags
 
     def _observe_lag(self, lags: dict[TopicPartition, int]) -> None:
-        lag: dict[str, int] = {self.topics.flows: 0, self.topics.facts: 0}
+        lag: dict[str, int] = {tp.topic: 0 for tp in self.inputs}
         for tp, behind in lags.items():
             lag[tp.topic] += behind
         for topic, value in lag.items():

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
 from pupilflow.topics import ensure_topics
 from schemas.errors import ConfigurationError, TransactionStalled
@@ -30,12 +31,20 @@ def register(subparsers: Any) -> None:
     """Add the `worker` sub-command."""
     parser = subparsers.add_parser("worker", help="run the stream worker (serves /metrics)")
     parser.add_argument("--loglevel", default="info")
+    parser.add_argument(
+        "--members",
+        type=int,
+        help="run as one of this many workers sharing the partitions, each judging where its subjects' facts are"
+        " kept (default: PUPILFLOW_WORKER_MEMBERS, 1: one worker owns every partition)",
+    )
+    parser.add_argument("--member", type=int, help="this worker's number among --members, from 0")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Restore state, serve /metrics, and judge events until SIGTERM/SIGINT; 1 when it stopped on an error."""
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = _as_member(settings, args.members, args.member)
     settings.home.mkdir(parents=True, exist_ok=True)
     # A missing source topic would leave the worker idle; create the topics (idempotent) first.
     ensure_topics(settings)
@@ -44,6 +53,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # The collector is process-wide: only the composition root hooks it.
     with GcPauses(metrics), FreezeSurvivors() as freezer:
         return asyncio.run(_serve(settings, policy, metrics, freezer))
+
+
+def _as_member(settings: Settings, members: int | None, member: int | None) -> Settings:
+    """The settings with the command line's member numbers, validated as the environment's would be."""
+    if members is None and member is None:
+        return settings
+    chosen = {
+        "worker_members": settings.worker_members if members is None else members,
+        "worker_member": settings.worker_member if member is None else member,
+    }
+    try:
+        return Settings.model_validate({**settings.model_dump(), **chosen})
+    except ValidationError as exc:
+        reasons = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors(include_url=False))
+        raise ConfigurationError(f"--members/--member: {reasons}") from exc
 
 
 RESTARTS = 5

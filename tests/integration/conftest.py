@@ -139,7 +139,10 @@ def clickhouse(settings: Settings) -> Iterator[Any]:
 def isolated(kafka: Settings, tmp_path: Path) -> Settings:
     """Settings with this test's own topics, group, port and home: the session's worker never sees its events."""
     prefix = f"{kafka.topics.flows.split('.')[0]}-{uuid.uuid4().hex[:6]}"
-    kinds = ("flows", "facts", "decisions", "violations", "dlq", "checkpoints", "changelog", "chain_heads")
+    kinds = (
+        "flows", "facts", "decisions", "violations", "dlq", "checkpoints", "changelog", "chain_heads", "legs",
+        "shared_facts", "member_changelog",
+    )  # fmt: skip
     names = {name: f"{prefix}.{name}" for name in kinds}
     settings = kafka.model_copy(
         update={
