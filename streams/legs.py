@@ -79,17 +79,32 @@ class LegResult:
     """0 for the first answer; a re-judged leg's count of changes."""
 
 
+@dataclass(frozen=True, slots=True)
+class SequencesSeen:
+    """Sequence numbers of one connector's events taken in by a member, sent to the member that tracks them.
+
+    A connector's events are keyed by subject, so every member sees a share of them; its numbers are tracked in
+    one place, the partition its name is keyed to, where a gap means possibly lost events.
+    """
+
+    connector: str
+    sequences: tuple[int, ...]
+
+
 Message = Event | LegRequest | LegResult
 """What a member is fed: an event from the input topics, or a leg from another member."""
 
 
-def encode(message: LegRequest | LegResult) -> bytes:
+def encode(message: LegRequest | LegResult | SequencesSeen) -> bytes:
     """A leg message as compact JSON (the value of a record on the legs topic)."""
+    if isinstance(message, SequencesSeen):
+        seen = {"leg": "seen", "connector": message.connector, "sequences": list(message.sequences)}
+        return json.dumps(seen, separators=(",", ":")).encode()
     if isinstance(message, LegRequest):
         subjects = [s.model_dump() for s in message.subjects]
         head = json.dumps({"leg": "request", "home": message.home, "subjects": subjects}, separators=(",", ":"))
         return f'{head[:-1]},"flow":{message.flow.model_dump_json()}}}'.encode()
-    body = {
+    body: dict[str, object] = {
         "leg": "result",
         "flow_id": message.flow_id,
         "legs": [leg.to_dict() for leg in message.legs],
@@ -99,7 +114,7 @@ def encode(message: LegRequest | LegResult) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode(raw: bytes) -> LegRequest | LegResult:
+def decode(raw: bytes) -> LegRequest | LegResult | SequencesSeen:
     """The inverse of `encode`; ValueError (pydantic's ValidationError among them) for anything else."""
     try:
         return _decode(raw)
@@ -107,7 +122,7 @@ def decode(raw: bytes) -> LegRequest | LegResult:
         raise ValueError(f"not a leg message: {type(exc).__name__} {exc}") from exc
 
 
-def _decode(raw: bytes) -> LegRequest | LegResult:
+def _decode(raw: bytes) -> LegRequest | LegResult | SequencesSeen:
     body = json.loads(raw)
     if not isinstance(body, dict):
         raise ValueError("a leg message is a JSON object")
@@ -121,6 +136,11 @@ def _decode(raw: bytes) -> LegRequest | LegResult:
     if kind == "result":
         legs = tuple(SubjectLeg.from_dict(leg) for leg in body["legs"])
         return LegResult(str(body["flow_id"]), legs, datetime.fromisoformat(body["judged_at"]), int(body["revision"]))
+    if kind == "seen":
+        sequences = body["sequences"]
+        if not isinstance(sequences, list) or not all(type(n) is int and n >= 0 for n in sequences):
+            raise ValueError("a connector's sequence numbers are whole numbers")
+        return SequencesSeen(str(body["connector"]), tuple(sequences))
     raise ValueError(f"not a leg message: {kind!r}")
 
 

@@ -17,8 +17,9 @@ from datetime import timedelta
 from schemas.decisions import Decision
 from schemas.events import Event
 from schemas.policy import Policy
-from streams.legs import Asked, AskedKey, LegRequest, LegResult, Member, encode
+from streams.legs import Asked, AskedKey, LegRequest, LegResult, Member, SequencesSeen, encode
 from streams.processor import Change, Outcome, StreamState
+from streams.sequences import SequenceTracker
 from streams.state import DEFAULT_LATENESS
 
 
@@ -36,13 +37,16 @@ class MemberState(Member, StreamState):
     ) -> None:
         """A member owning `owned` of `partitions`, its open flows in memory or (`on_disk`) a temporary file."""
         super().__init__(policy, partitions, owned, lateness, on_disk=on_disk)
-        # A connector's events are spread over every member: a gap seen by one is only the others' share.
+        # A connector's events are spread over every member: each sends the numbers it takes in to the member that
+        # tracks that connector (`SequencesSeen`), where they are tracked as one worker tracks them.
         self.tracks_sequences = False
         self._legs_out: list[tuple[int, LegRequest | LegResult]] = []
         self._asked_dirty: set[AskedKey] = set()
 
-    def handle(self, message: Event | LegRequest | LegResult, raw: bytes | None = None) -> Outcome:
+    def handle(self, message: Event | LegRequest | LegResult | SequencesSeen, raw: bytes | None = None) -> Outcome:
         """Apply an event or a leg message; the decisions, and the legs to send to other members."""
+        if isinstance(message, SequencesSeen):
+            return self._seen(message)
         if isinstance(message, LegRequest | LegResult):
             sent = self.take(message)
             self._legs_out.extend(sent.legs)
@@ -53,6 +57,15 @@ class MemberState(Member, StreamState):
         outcome.legs = [(partition, encode(leg)) for partition, leg in self._legs_out]
         self._legs_out = []
         return outcome
+
+    def _seen(self, seen: SequencesSeen) -> Outcome:
+        """Track a connector's numbers taken in by any member; `missing` counts those that now count as lost."""
+        tracker = self.sequences.get(seen.connector)
+        if tracker is None:
+            tracker = self.sequences[seen.connector] = SequenceTracker()
+        missing = sum(tracker.see(n, hold=self.catching_up) for n in seen.sequences)
+        self._moved.add(seen.connector)
+        return Outcome(missing=missing)
 
     def _decide(self, event: Event) -> list[Decision]:
         sent = self.take(event)

@@ -40,7 +40,7 @@ from schemas.errors import ConfigurationError, ServiceUnavailable, TransactionSt
 from schemas.events import DataFlow, parse_event
 from schemas.policy import Policy
 from schemas.settings import Settings
-from streams.legs import SHARED_FACTS, decode, partition_of
+from streams.legs import SHARED_FACTS, SequencesSeen, decode, encode, partition_of
 from streams.member import MemberState
 from streams.metrics import UNREGISTERED, WorkerMetrics
 from streams.processor import Change, StreamState
@@ -84,6 +84,8 @@ class Judge:
         self._verdicts = {v: metrics.decisions.labels(verdict=v) for v in ("allowed", "violation")}
         self.split = settings.worker_members > 1
         self._legs: list[tuple[int, bytes]] = []
+        self._seen: dict[str, list[int]] = {}  # a member's share of each connector's numbers, for its tracker
+        self._partitions = settings.topics.partitions
 
     def handle(self, record: Any, out: list[Send]) -> None:
         """Judge one input record, appending what to send to `out` (leg messages go to `take_legs`)."""
@@ -108,6 +110,7 @@ class Judge:
             # Every member applies recipient and notice facts: they come back to each, this one too, from there.
             out.append((self.topics.shared_facts, record.key, record.value))
             self.metrics.event_in(event.kind, event.source.connector)
+            self._seen.setdefault(event.source.connector, []).append(event.source.sequence)
             return
         try:
             outcome = self.state.handle(event, record.value)
@@ -117,6 +120,8 @@ class Judge:
         self._legs.extend(outcome.legs)
         if record.topic != self.topics.shared_facts:  # counted once, where it came in
             self.metrics.event_in(event.kind, event.source.connector)
+            if self.split:
+                self._seen.setdefault(event.source.connector, []).append(event.source.sequence)
         if outcome.missing:
             self.metrics.gap(event.source.connector, outcome.missing)
             log.warning("connector %s: %d sequence numbers never arrived", event.source.connector, outcome.missing)
@@ -138,6 +143,9 @@ class Judge:
             self._dead(record, "a leg message to a worker that is not a member of a split topology", out)
             return
         outcome = self.state.handle(message)
+        if isinstance(message, SequencesSeen) and outcome.missing:
+            self.metrics.gap(message.connector, outcome.missing)
+            log.warning("connector %s: %d sequence numbers never arrived", message.connector, outcome.missing)
         self._legs.extend(outcome.legs)
         for decision, payload in zip(outcome.decisions, outcome.payloads, strict=True):
             self._decided(decision, payload, out)
@@ -145,8 +153,16 @@ class Judge:
                 self.metrics.supersessions.labels(verdict=decision.verdict).inc()
 
     def take_legs(self) -> list[tuple[int, bytes]]:
-        """The leg messages to send since the last call: (partition of the legs topic, value)."""
+        """The leg messages to send since the last call: (partition of the legs topic, value).
+
+        With them, per connector, the sequence numbers of the events taken in since: to the partition its name is
+        keyed to, whose member tracks them.
+        """
         legs, self._legs = self._legs, []
+        for connector, numbers in self._seen.items():
+            partition = partition_of(connector.encode(), self._partitions)
+            legs.append((partition, encode(SequencesSeen(connector, tuple(numbers)))))
+        self._seen = {}
         return legs
 
     def _decided(self, decision: Decision, payload: bytes, out: list[Send]) -> None:

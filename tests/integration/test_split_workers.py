@@ -4,6 +4,7 @@ other worker are judged there, and every flow ends on the verdict `pupilflow rep
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +16,14 @@ from producers.emitter import Emitter
 from pupilflow import children
 from pupilflow.children import Child, http_get
 from pupilflow.topics import ensure_topics
-from schemas.events import DataFlow, Event, Subject, parse_event
+from schemas.events import DataFlow, Event, Source, Subject, parse_event
 from schemas.policy import Policy
 from schemas.settings import Settings, Topics
 from streams.legs import SHARED_FACTS, LegRequest, LegResult, Member, partition_of
 from streams.replay import Replayer
 
 from .conftest import committed, free_port, wait_until
+from .test_worker_faults import pupil_facts
 
 pytestmark = pytest.mark.kafka
 
@@ -193,3 +195,45 @@ def test_a_member_killed_between_a_flow_and_the_late_fact_about_its_leg_resumes_
     assert len(superseded) == 1
     emit(split, sent[at + 1 :])
     assert_decided_once(settled(split, want))
+
+
+def member_metric(members: list[Child], name: str, connector: str) -> float:
+    total = 0.0
+    for child in members:
+        body = http_get(child.ready_url.replace("/healthz", "/metrics")) or ""
+        found = re.findall(rf'^{name}\{{[^}}]*connector="{connector}"[^}}]*\}} (\S+)$', body, re.MULTILINE)
+        total += sum(float(v) for v in found)
+    return total
+
+
+@pytest.mark.timeout(300)
+def test_a_connectors_numbers_spread_over_both_members_are_tracked_in_one_place(
+    split: Settings, members: list[Child]
+) -> None:
+    # Each member takes in about half of the connector's events; tracked where each member saw them, every
+    # number the other one took would count as missing.
+    hole = range(1_000, 1_005)
+    facts: list[Event] = []
+    for n in range(3_000):
+        facts += pupil_facts(f"pupil-m{n:05d}")
+    numbers = [n for n in range(len(facts) + len(hole)) if n not in hole]
+    numbered = [
+        e.model_copy(update={"source": Source(connector="spread", sequence=n)})
+        for e, n in zip(facts, numbers, strict=True)
+    ]
+    emit(split, numbered)
+    wait_until(
+        lambda: member_metric(members, "pupilflow_events_in_total", "spread") >= len(numbered),
+        timeout=180,
+        what="every event taken in",
+    )
+    # More than the tracker's patience (10,000) of later numbers came: the hole is given up on, and only it.
+    wait_until(
+        lambda: member_metric(members, "pupilflow_sequence_gaps_total", "spread") >= len(hole),
+        timeout=60,
+        what="the hole counted",
+    )
+    assert member_metric(members, "pupilflow_sequence_gaps_total", "spread") == len(hole)
+    assert member_metric(members, "pupilflow_sequence_missing", "spread") == 0
+    logs = "".join((split.home / f"member-{n}.log").read_text(errors="replace") for n in range(MEMBERS))
+    assert logs.count("sequence numbers never arrived") == 1

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.decisions import Decision
 from schemas.events import Event
-from streams.legs import SHARED_FACTS, decode, partition_of
+from streams.legs import SHARED_FACTS, SequencesSeen, decode, encode, partition_of
 from streams.member import MemberState
 from streams.processor import Change
 from streams.replay import Replayer
@@ -131,3 +131,30 @@ def test_a_flow_waiting_for_a_leg_is_restored_waiting_and_decided_when_the_leg_c
         answer = members.owner(partition).handle(decode(value))
         decided = [d for _, v in answer.legs for d in fresh.handle(decode(v)).decisions]
     assert [d.to_json_bytes() for d in decided] == [d.to_json_bytes() for d in Replayer(POLICY).feed(flow)]
+
+
+def test_a_connectors_numbers_from_every_member_are_tracked_and_restored_where_they_are_sent() -> None:
+    tracker = MemberState(POLICY, PARTITIONS, [0])
+    seen = [SequencesSeen("mis", (0, 1, 3)), SequencesSeen("mis", (2, 5))]
+    outcomes = [tracker.handle(decode(encode(message))) for message in seen]
+    assert [o.missing for o in outcomes] == [0, 0]
+    assert tracker.sequences["mis"].missing() == 1  # 4, in flight or lost
+    log = tracker.changes("1700000000001-0")
+    assert any(key == b"q:mis" for key, _ in log)
+    again = MemberState(POLICY, PARTITIONS, [0])
+    again.restore(log)
+    assert again.sequences["mis"].missing() == 1
+    assert again.handle(SequencesSeen("mis", (4,))).missing == 0
+    assert again.sequences["mis"].missing() == 0
+
+
+def test_a_member_does_not_track_the_share_of_numbers_it_takes_in_itself() -> None:
+    member = MemberState(POLICY, PARTITIONS, [0])
+    fact = next(e for e in _sample_events() if e.kind == "consent_given")
+    member.handle(fact)
+    assert member.sequences == {}  # sent on as `SequencesSeen` by the worker, to wherever the connector is tracked
+
+
+def test_sequence_numbers_on_the_wire_are_whole_numbers() -> None:
+    with pytest.raises(ValueError, match="whole numbers"):
+        decode(b'{"leg":"seen","connector":"mis","sequences":[1,-2]}')
