@@ -15,8 +15,10 @@ offsets in the transaction) on aiokafka, faust's own Kafka client, in a loop sma
 exercised by the kill -9 test. aiokafka rather than kafka-python: its batch API and C record codec cost about
 a third of kafka-python's per-record send, and it needs no I/O thread contending for the GIL.
 
-The worker owns every partition of the co-partitioned flows and facts topics, so a flow about several
-pupils is judged against all of their state at once (`docs/streaming.md` says how it scales out).
+By default the worker owns every partition of the co-partitioned flows and facts topics, so a flow about
+several pupils is judged against all of their state at once. With `worker_members` > 1 it is one member of a
+split topology (`streams.member`): it owns a share of the partitions, exchanges legs of flows with the other
+members on the legs topic, and reads the shared facts whole (`docs/streaming.md`, "Scaling").
 """
 
 from __future__ import annotations
