@@ -543,22 +543,33 @@ def transactions(text: str | None) -> tuple[float, float, float]:
 
 
 class Lag:
-    """Consumer lag of a group over some topics: end offsets minus the group's committed offsets."""
+    """Consumer lag of a group over some topics: end offsets minus the group's committed offsets.
 
-    def __init__(self, settings: Settings, group: str, topics: list[str]) -> None:
+    With `members`, the groups of the workers sharing the partitions, each over the partitions it owns.
+    """
+
+    def __init__(self, settings: Settings, group: str, topics: list[str], members: int = 1) -> None:
         bootstrap = settings.kafka_bootstrap.split(",")
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-pipeline-lag")
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="bench-pipeline-lag")
-        self.group = group
-        self.parts = [
-            KafkaTopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or ())
-        ]
+        parts = [KafkaTopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or ())]
+        if members == 1:
+            self.groups = {group: parts}
+        else:
+            self.groups = {
+                f"{group}-member-{k}": [tp for tp in parts if tp.partition % members == k] for k in range(members)
+            }
 
     def __call__(self) -> int:
         """Messages in the topics not yet committed by the group."""
-        ends = self.consumer.end_offsets(self.parts)
-        done = self.admin.list_group_offsets({self.group: self.parts}).get(self.group, {})
-        return sum(max(0, ends[tp] - (done[tp].offset if tp in done and done[tp].offset >= 0 else 0)) for tp in ends)
+        behind = 0
+        for group, parts in self.groups.items():
+            ends = self.consumer.end_offsets(parts)
+            done = self.admin.list_group_offsets({group: parts}).get(group, {})
+            behind += sum(
+                max(0, ends[tp] - (done[tp].offset if tp in done and done[tp].offset >= 0 else 0)) for tp in ends
+            )
+        return behind
 
     def close(self) -> None:
         """Close the clients."""
@@ -645,7 +656,10 @@ def bench_settings(args: argparse.Namespace, run: str, home: Path) -> Settings:
     base = Settings()
     server, _ = split_dsn(base.clickhouse_dsn)
     prefix = f"bench-pipe-{run}"
-    kinds = ("flows", "facts", "decisions", "violations", "dlq", "checkpoints", "changelog", "chain_heads")
+    kinds = (
+        "flows", "facts", "decisions", "violations", "dlq", "checkpoints", "changelog", "chain_heads", "legs",
+        "shared_facts", "member_changelog",
+    )  # fmt: skip
     return base.model_copy(
         update={
             "home": home,
@@ -658,6 +672,7 @@ def bench_settings(args: argparse.Namespace, run: str, home: Path) -> Settings:
             "sink_batch_max_seconds": 1.0,
             "policy_dir": (ROOT / "policy") if not base.policy_dir.is_absolute() else base.policy_dir,
             "topics": Topics.model_validate({**{k: f"{prefix}.{k}" for k in kinds}, "partitions": args.partitions}),
+            "worker_members": args.members,
         }
     )
 
@@ -695,18 +710,34 @@ class Pipeline:
         self.args = args
         self.run = run
         self.worker: Child | None = None
+        """The worker, or member 0 of `--members`."""
+        self.others: list[Child] = []
+        """Members 1 to N-1 of `--members`."""
+        self.ports = [settings.worker_web_port]
         self.sink: Child | None = None
         self.ctx = mp.get_context("spawn")
         self.pids: dict[str, int] = {}
         self.abort = self.ctx.Event()
 
     def worker_metrics(self) -> str | None:
-        """The worker's /metrics text."""
-        return http_get(f"http://127.0.0.1:{self.settings.worker_web_port}/metrics")
+        """The worker's /metrics text (every member's, one after the other: `metric` sums their samples)."""
+        texts = [http_get(f"http://127.0.0.1:{port}/metrics") for port in self.ports]
+        return None if any(t is None for t in texts) else "\n".join(t for t in texts if t is not None)
 
     def worker_rss(self) -> dict[str, int]:
-        """VmRSS/VmHWM of the worker."""
-        return proc_status(self.pids["worker"])
+        """VmRSS/VmHWM of the worker (of the largest member: each has the budget of one worker)."""
+        found = [proc_status(pid) for name, pid in self.pids.items() if name.startswith("worker")]
+        return {key: max(f.get(key, 0) for f in found) for key in ("VmRSS", "VmHWM")}
+
+    def start_members(self, home: Path) -> None:
+        """Members 1 to N-1 of `--members`, each with its own /metrics port."""
+        for number in range(1, self.settings.worker_members):
+            mine = self.settings.model_copy(update={"worker_member": number, "worker_web_port": free_port()})
+            child = children.worker(mine, home / f"worker-{number}.log").start()
+            assert child.proc is not None
+            self.others.append(child)
+            self.ports.append(mine.worker_web_port)
+            self.pids[f"worker-{number}"] = child.proc.pid
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of every process we know, and of the whole box."""
@@ -836,6 +867,9 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=60, help="latency phase: duration")
     parser.add_argument("--pupils", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--members", type=int, default=1, help="workers sharing the partitions (the split topology); 1: one worker"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="smoke run: 20s at 1,000/s, then 20s at 3,000/s")
     parser.add_argument(
@@ -919,6 +953,7 @@ def main() -> int:
         pipe.worker = children.worker(settings, home / "worker.log").start()
         assert pipe.worker.proc is not None
         pipe.pids["worker"] = pipe.worker.proc.pid
+        pipe.start_members(home)
         time.sleep(2.0)
         idle = pipe.worker_rss()
         log(f"worker started (pid {pipe.worker.proc.pid}); idle RSS {idle.get('VmRSS', 0) / MIB:.0f} MiB")
@@ -927,7 +962,7 @@ def main() -> int:
         with Emitter(settings.kafka_bootstrap, settings.topics, client_id="bench-pipeline-facts") as emitter:
             emitter.emit_all(facts)
         emitted_s = time.perf_counter() - started
-        lag = Lag(settings, settings.consumer_group, [settings.topics.flows, settings.topics.facts])
+        lag = Lag(settings, settings.consumer_group, [settings.topics.flows, settings.topics.facts], args.members)
         waited = wait_for(lambda: lag() == 0, 900, "the worker to judge the pre-loaded facts")
         time.sleep(2.0)
         loaded = pipe.worker_rss()
@@ -1007,13 +1042,13 @@ def main() -> int:
             if proc is not None and proc.is_alive():
                 proc.terminate()
                 proc.join(10)
-        for child in (pipe.sink, pipe.worker):
+        for child in (pipe.sink, pipe.worker, *pipe.others):
             if child is not None:
                 code = child.stop()
                 if code not in (0, None):
                     log(f"`pupilflow {' '.join(child.args)}` exited {code}:\n{child.tail(15)}")
         if not ok:
-            for child in (pipe.worker, pipe.sink):
+            for child in (pipe.worker, *pipe.others, pipe.sink):
                 if child is not None:
                     log(f"--- {child.log_file}:\n{child.tail(20)}")
         if args.keep:
@@ -1031,11 +1066,13 @@ def cleanup(settings: Settings, client: Any, home: Path) -> None:
     try:
         t = settings.topics
         names = [t.flows, t.facts, t.decisions, t.violations, t.dlq, t.checkpoints, t.changelog, t.chain_heads]
+        names += [t.legs, t.shared_facts, t.member_changelog]
         existing = set(admin.list_topics())
         with contextlib.suppress(Exception):
             admin.delete_topics([n for n in names if n in existing], timeout_ms=30_000)
         with contextlib.suppress(Exception):
-            admin.delete_groups([settings.consumer_group, settings.sink_group])
+            members = [f"{settings.consumer_group}-member-{k}" for k in range(settings.worker_members)]
+            admin.delete_groups([settings.consumer_group, settings.sink_group, *members])
     finally:
         admin.close()
     shutil.rmtree(home, ignore_errors=True)
@@ -1144,7 +1181,8 @@ def report(
         cpu = phase.cpu
         known = sum(v for k, v in cpu.items() if k != "box")
         log(f"CPU seconds over {phase.wall_cpu:.0f}s of wall time (2 cores = {2 * phase.wall_cpu:.0f} core-seconds):")
-        for name in ("worker", "sink", "generator", "collector", "bench", "kafka", "clickhouse"):
+        members = sorted(k for k in cpu if k.startswith("worker-"))
+        for name in ("worker", *members, "sink", "generator", "collector", "bench", "kafka", "clickhouse"):
             if name in cpu:
                 log(f"  {name:<22} {cpu[name]:7.1f}s  {cpu[name] / phase.wall_cpu:5.0%} of a core")
         rest = cpu["box"] - known

@@ -15,7 +15,8 @@ from schemas.events import Event
 from schemas.policy import Policy
 from schemas.settings import Settings
 from streams.builders import agreement, born, consent, enrolled, flow
-from streams.legs import partition_of
+from streams.legs import SequencesSeen, decode, partition_of
+from streams.member import MemberState
 from streams.metrics import WorkerMetrics
 from streams.processor import StreamState
 from streams.sequences import SequenceTracker
@@ -353,3 +354,33 @@ def test_a_stale_answer_holds_a_record_back_for_at_most_max_stale() -> None:
     arrivals.add({FLOWS: [rec(FLOWS, 200)]})
     assert arrivals.release({FACTS: True}, now=1.0, fetched_at={FACTS: 150}) == []
     assert stamps(arrivals.release({FACTS: True}, now=1.25, fetched_at={FACTS: 150})) == [200]
+
+
+def test_a_member_forwards_agreements_to_every_member_and_sends_the_numbers_it_took_in_to_their_tracker(
+    register: Policy,
+) -> None:
+    settings = Settings(worker_members=2, worker_member=0)
+    topics = settings.topics
+    state = MemberState(register, topics.partitions, [0, 2])
+    judge = Judge(settings, register, WorkerMetrics(), state)
+    deal = agreement("2024-01-01T00:00Z", "peripatetic-music", "dsa", agreement_id="agr-fwd")
+    raw = deal.model_dump_json().encode()
+
+    out: list[Send] = []
+    judge.handle(Record(topics.facts, 0, 1, 0, b"peripatetic-music", raw), out)
+    assert out == [(topics.shared_facts, b"peripatetic-music", raw)]  # forwarded, not applied here yet
+    assert state.state.recipient("peripatetic-music").agreements == []
+    judge.handle(Record(topics.shared_facts, 0, 1, 0, b"peripatetic-music", raw), out)
+    applied = state.state.recipient("peripatetic-music").agreements
+    assert [a[1] for a in applied] == ["agr-fwd"]  # every member applies it from there
+
+    legs = judge.take_legs()
+    connector = deal.source.connector
+    assert legs == [(partition_of(connector.encode(), topics.partitions), legs[0][1])]
+    seen = decode(legs[0][1])
+    assert seen == SequencesSeen(connector, (deal.source.sequence,))  # counted once, where it came in
+    assert judge.take_legs() == []
+
+    judge.handle(Record(topics.legs, 0, 2, 0, None, b'{"leg":"what"}'), out)
+    assert out[-1][0] == topics.dlq
+    assert b"unreadable leg message" in (out[-1][2] or b"")
