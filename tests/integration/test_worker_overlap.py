@@ -34,10 +34,10 @@ TRACING_WORKER = textwrap.dedent(
     commit = streams.worker.StreamWorker._commit
     handle = streams.worker.Judge.handle
 
-    async def slow_commit(self, out, changes, offsets, committed_at):
+    async def slow_commit(self, out, *rest):
         trace.write(json.dumps(["begin", time.monotonic(), len(out)]) + "\\n")
         await asyncio.sleep(0.3)
-        await commit(self, out, changes, offsets, committed_at)
+        await commit(self, out, *rest)
         trace.write(json.dumps(["end", time.monotonic(), len(out)]) + "\\n")
 
     def traced_handle(self, record, out):
