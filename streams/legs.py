@@ -183,6 +183,60 @@ AskedKey = tuple[str, str]
 """An answered request: its flow id and its first subject's id."""
 
 
+class AskedLegs:
+    """Answered leg requests kept open to late facts, in memory (`streams.member.AskedOnDisk` keeps them on disk)."""
+
+    def __init__(self) -> None:
+        """None yet."""
+        self._asked: dict[AskedKey, Asked] = {}
+        self._by_subject: dict[str, list[tuple[AskedKey, int]]] = {}
+        self._expiry: list[tuple[int, str, str]] = []
+
+    def __contains__(self, key: AskedKey) -> bool:
+        return key in self._asked
+
+    def __len__(self) -> int:
+        return len(self._asked)
+
+    def get(self, key: AskedKey) -> Asked | None:
+        """The answered request, while it is kept."""
+        return self._asked.get(key)
+
+    def put(self, key: AskedKey, asked: Asked) -> None:
+        """Keep a request answered now, or one whose legs changed."""
+        if key not in self._asked:
+            for at, subject in enumerate(asked.request.subjects):
+                self._by_subject.setdefault(subject.id, []).append((key, at))
+            heapq.heappush(self._expiry, (asked.expires, *key))
+        self._asked[key] = asked
+
+    def affected(self, subject_id: str, now: int, since: int | None) -> list[tuple[AskedKey, int]]:
+        """Kept requests with a leg of the subject, open at `now`, about flows occurred at or after `since`."""
+        found = []
+        for key, at in self._by_subject.get(subject_id, ()):
+            asked = self._asked[key]
+            if asked.expires >= now and (since is None or to_us(asked.request.flow.occurred_at) >= since):
+                found.append((key, at))
+        return found
+
+    def expire(self, horizon: int) -> list[AskedKey]:
+        """Forget the requests whose window closed before `horizon`; their keys."""
+        closed = []
+        while self._expiry and self._expiry[0][0] < horizon:
+            _, flow_id, first = heapq.heappop(self._expiry)
+            asked = self._asked.pop((flow_id, first), None)
+            if asked is None:
+                continue
+            for subject in asked.request.subjects:
+                kept = [k for k in self._by_subject.get(subject.id, ()) if k[0] != (flow_id, first)]
+                if kept:
+                    self._by_subject[subject.id] = kept
+                else:
+                    self._by_subject.pop(subject.id, None)
+            closed.append((flow_id, first))
+        return closed
+
+
 class Member(Replayer):
     """One worker of the split topology: the partitions it owns, their subjects' facts, and every shared fact.
 
@@ -205,9 +259,7 @@ class Member(Replayer):
         self.owned = frozenset(owned)
         if not self.owned or not self.owned <= set(range(partitions)):
             raise ValueError(f"a member owns some of partitions 0-{partitions - 1}, not {sorted(self.owned)}")
-        self._asked: dict[AskedKey, Asked] = {}
-        self._asked_by_subject: dict[str, list[AskedKey]] = {}
-        self._asked_expiry: list[tuple[int, str, str]] = []
+        self._asked = AskedLegs()
 
     def partition(self, subject_id: str) -> int:
         """The partition a subject's facts (and flows keyed by it) are on."""
@@ -309,10 +361,7 @@ class Member(Replayer):
 
     def _keep_asked(self, key: AskedKey, asked: Asked) -> None:
         """Keep an answered request open to late facts (also how a restore puts one back)."""
-        self._asked[key] = asked
-        for subject in asked.request.subjects:
-            self._asked_by_subject.setdefault(subject.id, []).append(key)
-        heapq.heappush(self._asked_expiry, (asked.expires, *key))
+        self._asked.put(key, asked)
         self._asked_changed(key)
 
     def _asked_changed(self, key: AskedKey) -> None:
@@ -323,19 +372,8 @@ class Member(Replayer):
 
     def _expire(self, horizon: int) -> None:
         super()._expire(horizon)
-        expiry = self._asked_expiry
-        while expiry and expiry[0][0] < horizon:
-            _, flow_id, first = heapq.heappop(expiry)
-            asked = self._asked.pop((flow_id, first), None)
-            if asked is None:
-                continue
-            for subject in asked.request.subjects:
-                keys = [k for k in self._asked_by_subject.get(subject.id, ()) if k != (flow_id, first)]
-                if keys:
-                    self._asked_by_subject[subject.id] = keys
-                else:
-                    self._asked_by_subject.pop(subject.id, None)
-            self._asked_closed((flow_id, first))
+        for key in self._asked.expire(horizon):
+            self._asked_closed(key)
 
     # --- facts ------------------------------------------------------------------------------------------------
 
@@ -379,22 +417,17 @@ class Member(Replayer):
         if found is None or found[0] != "subject":
             return []
         _, subject_id, since = found
-        now_us = to_us(now)
-        affected = []
-        for key in self._asked_by_subject.get(subject_id, ()):
-            asked = self._asked[key]
-            if asked.expires >= now_us and (since is None or to_us(asked.request.flow.occurred_at) >= since):
-                at = next(i for i, s in enumerate(asked.request.subjects) if s.id == subject_id)
-                affected.append((key, at))
-        return affected
+        return self._asked.affected(subject_id, to_us(now), since)
 
     def _rejudge_leg(self, key: AskedKey, at: int, now: datetime, sent: Sent) -> None:
-        asked = self._asked[key]
+        asked = self._asked.get(key)
+        assert asked is not None, f"re-judging a leg of {key} that is not kept"
         request = asked.request
         leg = judge_subject(request.flow, request.subjects[at], self.state, self.policy)
         if leg != asked.legs[at]:
             asked.legs[at] = leg
             asked.revisions[at] += 1
+            self._asked.put(key, asked)
             self._asked_changed(key)
             sent.legs.append((request.home, LegResult(request.flow.event_id, (leg,), now, asked.revisions[at])))
 

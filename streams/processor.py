@@ -294,6 +294,8 @@ class Restoring:
             "CREATE TABLE b (ord INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, first INTEGER NOT NULL,"
             " ms INTEGER NOT NULL, n INTEGER NOT NULL, part INTEGER NOT NULL, value BLOB NOT NULL);"
             "CREATE TABLE f (ord INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL);"
+            # Keys of kinds this class does not write (a subclass's, `_restore_other`), which may be many.
+            "CREATE TABLE o (ord INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL);"
         )
         self._small: dict[bytes, bytes] = {}
         self._digest_keys = 0
@@ -327,6 +329,15 @@ class Restoring:
                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (key, value),
                     )
+            elif kind not in _SMALL:
+                if value is None:
+                    db.execute("DELETE FROM o WHERE key = ?", (key,))
+                else:
+                    db.execute(
+                        "INSERT INTO o (key, value) VALUES (?, ?)"
+                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value),
+                    )
             elif value is None:
                 small.pop(key, None)
             else:
@@ -346,10 +357,13 @@ class Restoring:
                     state.watermark = from_us(int(value))
                 elif kind == b"q":
                     state.sequences[name.decode()] = SequenceTracker.from_bytes(value)
-                else:
-                    state._restore_other(kind, name, value)
+            for key, value in db.execute("SELECT key, value FROM o ORDER BY ord"):
+                kind, _, name = bytes(key).partition(b":")
+                state._restore_other(kind, name, bytes(value))
             restored = len(state.state) + self._digest_keys + len(self._small)
-            restored += db.execute("SELECT (SELECT count(*) FROM b) + (SELECT count(*) FROM f)").fetchone()[0]
+            restored += db.execute(
+                "SELECT (SELECT count(*) FROM b) + (SELECT count(*) FROM f) + (SELECT count(*) FROM o)"
+            ).fetchone()[0]
             self._open(state)
         finally:
             self.close()
@@ -478,6 +492,8 @@ def _batch_place(key: bytes) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
+_SMALL = (b"x:", b"w:", b"q:")
+"""Changelog kinds few enough to wait on the heap during a restore."""
 _DIGEST = 12
 _RESTORE_FLUSH = 10_000
 """Flows opened at restore between two writes to the open-flow store."""
