@@ -176,7 +176,7 @@ class StreamState(Replayer):
         line = _line(arrived, flow_json, _prior_line(flow_id, prior))
         subjects = _flow_fields(flow_json)[1] if expires is not None else ()
         self.flows.replace(flow_id, line, expires, subjects)
-        self._dirty[b"f:" + flow_id.encode()] = line
+        self._dirty[b"f:" + flow_id.encode()] = line  # overrides the flow's line in its `b:` entry
 
     def _expire(self, horizon: int) -> None:
         pass  # flows past the horizon are dropped at `changes()`; until then every read filters on expiry
@@ -197,14 +197,6 @@ class StreamState(Replayer):
         flow = parse_event(flow_json)
         assert isinstance(flow, DataFlow)
         return flow, _prior(prior_json)
-
-    def _supersede(self, flow_id: str, decision: Decision) -> None:
-        current = self.flows.line(flow_id, NEVER)
-        assert current is not None, f"superseding flow {flow_id} that is not open"
-        arrived, flow_json, _ = _split(current)
-        line = _line(arrived, flow_json, _prior_json(decision))
-        self.flows.replace(flow_id, line)
-        self._dirty[b"f:" + flow_id.encode()] = line  # overrides the flow's line in its `b:` entry
 
     def changes(self, batch_id: str) -> list[Change]:
         """What changed since the last call, as changelog records; `batch_id` names this transaction's flows."""

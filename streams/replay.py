@@ -201,7 +201,7 @@ class Replayer:
         return None if flow is None or previous is None else (flow, previous)
 
     def _supersede(self, flow_id: str, decision: Decision) -> None:
-        self._latest[flow_id] = Prior.of(decision)
+        self._keep(flow_id, Prior.of(decision))
 
     def _close(self, flow_id: str) -> None:
         self._flows.pop(flow_id, None)
