@@ -45,7 +45,7 @@ from schemas.settings import Settings
 from streams.legs import SHARED_FACTS, SequencesSeen, decode, encode, partition_of
 from streams.member import MemberState
 from streams.metrics import UNREGISTERED, WorkerMetrics
-from streams.processor import Change, StreamState
+from streams.processor import Change, Outcome, StreamState
 from streams.replay import describe
 
 log = logging.getLogger(__name__)
@@ -125,14 +125,10 @@ class Judge:
             if self.split:
                 self._seen.setdefault(event.source.connector, []).append(event.source.sequence)
         if outcome.missing:
-            self.metrics.gap(event.source.connector, outcome.missing)
-            log.warning("connector %s: %d sequence numbers never arrived", event.source.connector, outcome.missing)
+            self._gap(event.source.connector, outcome.missing)
         if is_flow and not outcome.decisions:
             self.metrics.duplicates.inc()
-        for decision, payload in zip(outcome.decisions, outcome.payloads, strict=True):
-            self._decided(decision, payload, out)
-            if decision.supersedes is not None:
-                self.metrics.supersessions.labels(verdict=decision.verdict).inc()
+        self._emit(outcome, out)
 
     def _leg(self, record: Any, out: list[Send]) -> None:
         """A leg request or result from another member of the split topology."""
@@ -146,9 +142,16 @@ class Judge:
             return
         outcome = self.state.handle(message)
         if isinstance(message, SequencesSeen) and outcome.missing:
-            self.metrics.gap(message.connector, outcome.missing)
-            log.warning("connector %s: %d sequence numbers never arrived", message.connector, outcome.missing)
+            self._gap(message.connector, outcome.missing)
         self._legs.extend(outcome.legs)
+        self._emit(outcome, out)
+
+    def _gap(self, connector: str, missing: int) -> None:
+        self.metrics.gap(connector, missing)
+        log.warning("connector %s: %d sequence numbers never arrived", connector, missing)
+
+    def _emit(self, outcome: Outcome, out: list[Send]) -> None:
+        """The decisions an event or a leg message produced, each to its topics and counted."""
         for decision, payload in zip(outcome.decisions, outcome.payloads, strict=True):
             self._decided(decision, payload, out)
             if decision.supersedes is not None:
@@ -472,10 +475,11 @@ class StreamWorker:
             )
         if self.split:
             # A member's partitions were chosen from `topics.partitions`: the topics must have that many.
-            wrong = [f"{x} ({self._partitions[x]})" for x in (t.flows, t.facts, t.legs, self.changelog)]
-            if any(self._partitions[x] != t.partitions for x in (t.flows, t.facts, t.legs, self.changelog)):
+            sized = (t.flows, t.facts, t.legs, self.changelog)
+            if any(self._partitions[x] != t.partitions for x in sized):
+                found = ", ".join(f"{x} ({self._partitions[x]})" for x in sized)
                 raise ConfigurationError(
-                    f"a split topology needs {t.partitions} partitions (topics.partitions) in: {', '.join(wrong)}"
+                    f"a split topology needs {t.partitions} partitions (topics.partitions) in: {found}"
                 )
             self.inputs = [TopicPartition(x, p) for x in (t.flows, t.facts, t.legs) for p in self.owned]
             self.inputs += [TopicPartition(t.shared_facts, p) for p in range(self._partitions[t.shared_facts])]
