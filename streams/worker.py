@@ -114,6 +114,7 @@ class Judge:
             self.metrics.event_in(event.kind, event.source.connector)
             self._seen.setdefault(event.source.connector, []).append(event.source.sequence)
             return
+        skipped = self.state.duplicates
         try:
             outcome = self.state.handle(event, record.value)
         except ValueError as exc:  # an event id reused for a different payload
@@ -126,7 +127,7 @@ class Judge:
                 self._seen.setdefault(event.source.connector, []).append(event.source.sequence)
         if outcome.missing:
             self._gap(event.source.connector, outcome.missing)
-        if is_flow and not outcome.decisions:
+        if self.state.duplicates > skipped:  # a flow with no decision may be waiting for legs judged elsewhere
             self.metrics.duplicates.inc()
         self._emit(outcome, out)
 

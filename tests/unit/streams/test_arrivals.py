@@ -384,3 +384,21 @@ def test_a_member_forwards_agreements_to_every_member_and_sends_the_numbers_it_t
     judge.handle(Record(topics.legs, 0, 2, 0, None, b'{"leg":"what"}'), out)
     assert out[-1][0] == topics.dlq
     assert b"unreadable leg message" in (out[-1][2] or b"")
+
+
+def test_a_members_flow_waiting_for_legs_is_not_counted_as_a_duplicate(register: Policy) -> None:
+    settings = Settings(worker_members=2, worker_member=0)
+    topics = settings.topics
+    owned = [0, 2]
+    metrics = WorkerMetrics()
+    judge = Judge(settings, register, metrics, MemberState(register, topics.partitions, owned))
+    here = next(f"p-{n}" for n in range(100) if partition_of(f"p-{n}".encode(), topics.partitions) in owned)
+    away = next(f"p-{n}" for n in range(100) if partition_of(f"p-{n}".encode(), topics.partitions) not in owned)
+    sent = flow("2024-06-03T10:00Z", *MUSIC, subjects=[here, away])
+    out: list[Send] = []
+    for _ in range(2):
+        judge.handle(Record(topics.flows, 0, 1, 0, here.encode(), sent.model_dump_json().encode()), out)
+    assert len(judge.take_legs()) == 2  # its leg request, and the sequence numbers seen
+    text = generate_latest(metrics.registry).decode()
+    duplicates = [line for line in text.splitlines() if line.startswith("pupilflow_duplicates_total")]
+    assert duplicates == ["pupilflow_duplicates_total 1.0"]  # the second delivery only
