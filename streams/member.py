@@ -128,6 +128,7 @@ class AskedOnDisk(AskedLegs):
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=MEMORY;" + self._SCHEMA
         )
         self._seq = 0
+        self._earliest = _NONE_KEPT  # the earliest end of a kept request's window: `expire` asks SQLite only then
 
     def __contains__(self, key: AskedKey) -> bool:
         return self._db.execute("SELECT 1 FROM asked WHERE flow = ? AND first = ?", key).fetchone() is not None
@@ -147,6 +148,7 @@ class AskedOnDisk(AskedLegs):
             return
         self._seq += 1
         self._db.execute("INSERT INTO asked VALUES (?, ?, ?, ?, ?)", (*key, self._seq, asked.expires, value))
+        self._earliest = min(self._earliest, asked.expires)
         occurred = to_us(asked.request.flow.occurred_at)
         self._db.executemany(
             "INSERT OR IGNORE INTO asked_subjects VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -167,15 +169,21 @@ class AskedOnDisk(AskedLegs):
 
     def expire(self, horizon: int) -> list[AskedKey]:
         """Forget the requests whose window closed before `horizon`; their keys."""
+        if horizon <= self._earliest:
+            return []  # called as the clock moves, at every message: most calls close nothing
         closed = [(f, k) for f, k in self._db.execute("SELECT flow, first FROM asked WHERE expires < ?", (horizon,))]
-        if closed:
-            self._db.execute("DELETE FROM asked WHERE expires < ?", (horizon,))
-            self._db.execute("DELETE FROM asked_subjects WHERE expires < ?", (horizon,))
+        self._db.execute("DELETE FROM asked WHERE expires < ?", (horizon,))
+        self._db.execute("DELETE FROM asked_subjects WHERE expires < ?", (horizon,))
+        earliest = self._db.execute("SELECT min(expires) FROM asked").fetchone()[0]
+        self._earliest = _NONE_KEPT if earliest is None else int(earliest)
         return closed
 
     def commit(self) -> None:
         """End SQLite's transaction (no durability: the changelog has it)."""
         self._db.commit()
+
+
+_NONE_KEPT = 2**62
 
 
 def _asked_key(key: AskedKey) -> bytes:

@@ -8,9 +8,10 @@ from collections import deque
 import pytest
 
 from schemas.decisions import Decision
-from schemas.events import Event
-from streams.legs import SHARED_FACTS, SequencesSeen, decode, encode, partition_of
-from streams.member import MemberState
+from schemas.events import Event, Subject
+from streams.evaluate import SubjectLeg
+from streams.legs import SHARED_FACTS, Asked, AskedLegs, LegRequest, SequencesSeen, decode, encode, partition_of
+from streams.member import AskedOnDisk, MemberState
 from streams.processor import Change
 from streams.replay import Replayer
 
@@ -158,3 +159,28 @@ def test_a_member_does_not_track_the_share_of_numbers_it_takes_in_itself() -> No
 def test_sequence_numbers_on_the_wire_are_whole_numbers() -> None:
     with pytest.raises(ValueError, match="whole numbers"):
         decode(b'{"leg":"seen","connector":"mis","sequences":[1,-2]}')
+
+
+@pytest.mark.parametrize("kind", [AskedLegs, AskedOnDisk])
+def test_answered_requests_close_when_their_window_does_in_memory_and_on_disk(kind: type[AskedLegs]) -> None:
+    flow = next(e for e in _sample_events() if e.kind == "flow")
+    asked = kind()
+
+    def answered(first: str, expires: int) -> Asked:
+        request = LegRequest(flow, (Subject(id=first), Subject(id="shared")), home=0)
+        leg = SubjectLeg(first, frozenset(), (), ())
+        return Asked(request, [leg, SubjectLeg("shared", frozenset(), (), ())], [0, 0], expires)
+
+    asked.put((flow.event_id, "a"), answered("a", 1_000))
+    asked.put((flow.event_id, "b"), answered("b", 2_000))
+    assert asked.expire(1_000) == []  # open up to and including its end
+    assert [key for key, _ in asked.affected("shared", 1_000, None)] == [(flow.event_id, "a"), (flow.event_id, "b")]
+    assert asked.expire(1_001) == [(flow.event_id, "a")]
+    assert (flow.event_id, "a") not in asked
+    assert asked.affected("a", 0, None) == []
+    assert asked.affected("shared", 1_001, None) == [((flow.event_id, "b"), 1)]
+    assert asked.expire(1_500) == []
+    asked.put((flow.event_id, "c"), answered("c", 1_200))  # a later request may close first
+    assert asked.expire(1_500) == [(flow.event_id, "c")]
+    assert asked.expire(5_000) == [(flow.event_id, "b")]
+    assert len(asked) == 0
