@@ -40,7 +40,6 @@ from schemas.events import (
     NoticeVersionPublished,
     SharingAgreement,
     Subject,
-    parse_event,
 )
 from schemas.policy import Policy
 from streams.evaluate import SubjectLeg, combine, judge_subject
@@ -128,9 +127,8 @@ def _decode(raw: bytes) -> LegRequest | LegResult | SequencesSeen:
         raise ValueError("a leg message is a JSON object")
     kind = body.get("leg")
     if kind == "request":
-        flow = parse_event(json.dumps(body["flow"]))
-        if not isinstance(flow, DataFlow):
-            raise ValueError(f"a leg request carries a flow, not a {flow.kind!r} event")
+        # Validated from the parsed JSON, not parsed a second time: a flow with any other `kind` fails here.
+        flow = DataFlow.model_validate(body["flow"])
         subjects = tuple(Subject.model_validate(s) for s in body["subjects"])
         return LegRequest(flow, subjects, int(body["home"]))
     if kind == "result":
@@ -251,15 +249,20 @@ class Member(Replayer):
         partitions: int,
         owned: Iterable[int],
         lateness: timedelta = DEFAULT_LATENESS,
+        *,
+        asked: AskedLegs | None = None,
         **storage: Any,
     ) -> None:
-        """A member owning `owned` of the `partitions` partitions, with no state yet (`storage`: for a subclass)."""
+        """A member owning `owned` of the `partitions` partitions, with no state yet.
+
+        `asked` keeps the requests it answers (in memory unless given); `storage` is for a subclass.
+        """
         super().__init__(policy, lateness, **storage)
         self.partitions = partitions
         self.owned = frozenset(owned)
         if not self.owned or not self.owned <= set(range(partitions)):
             raise ValueError(f"a member owns some of partitions 0-{partitions - 1}, not {sorted(self.owned)}")
-        self._asked = AskedLegs()
+        self._asked = AskedLegs() if asked is None else asked
 
     def partition(self, subject_id: str) -> int:
         """The partition a subject's facts (and flows keyed by it) are on."""

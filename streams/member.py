@@ -38,9 +38,8 @@ class MemberState(Member, StreamState):
         on_disk: bool = False,
     ) -> None:
         """A member owning `owned` of `partitions`, its open flows in memory or (`on_disk`) a temporary file."""
-        super().__init__(policy, partitions, owned, lateness, on_disk=on_disk)
         self._on_disk = AskedOnDisk(on_disk)
-        self._asked = self._on_disk
+        super().__init__(policy, partitions, owned, lateness, asked=self._on_disk, on_disk=on_disk)
         # A connector's events are spread over every member: each sends the numbers it takes in to the member that
         # tracks that connector (`SequencesSeen`), where they are tracked as one worker tracks them.
         self.tracks_sequences = False

@@ -213,6 +213,12 @@ def test_wire_forms_round_trip_and_anything_else_is_a_value_error() -> None:
     for raw in (b"[]", b'{"leg": "other"}', b"not json", b'{"leg": "result"}', b'{"leg": "result", "legs": [1]}'):
         with pytest.raises(ValueError, match=r"leg message|Expecting value"):
             decode(raw)
+    # A request carrying another kind of event than a flow is refused, as is one whose flow is not valid.
+    body = json.loads(encode(request))
+    fact = next(e for e in _sample_events() if e.kind != "flow")
+    for flow in (json.loads(fact.model_dump_json()), {**body["flow"], "subjects": []}):
+        with pytest.raises(ValueError, match="validation error"):
+            decode(json.dumps({**body, "flow": flow}).encode())
 
 
 def test_a_member_owns_some_partitions_and_takes_messages_through_take() -> None:
