@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     sink_group: str = "pupilflow-sink"
     sink_batch_max_rows: int = Field(default=10_000, ge=1)
     sink_batch_max_seconds: float = Field(default=1.0, gt=0)
+    sink_fetch_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=1_000,
+        description="How long the broker may hold the sink's fetch to gather more decisions (0: answer at once)."
+        " Fewer, larger fetches cost the sink and the broker less CPU; a batch waits a second for ClickHouse anyway.",
+    )
     sink_rebalance_stall_seconds: float = Field(
         default=20.0,
         gt=0,

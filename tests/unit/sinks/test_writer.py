@@ -21,11 +21,11 @@ from schemas.events import (
     Source,
     Subject,
 )
-from schemas.settings import Topics
+from schemas.settings import Settings, Topics
 from sinks.chain import GENESIS, Head, link_hash
 from sinks.metrics import SinkMetrics
 from sinks.rows import CHAINED_DECISION_COLUMNS, DECISION_COLUMNS
-from sinks.writer import AuditSink
+from sinks.writer import AuditSink, fetch_options
 
 TOPICS = Topics()
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -406,3 +406,11 @@ def test_the_limit_is_counted_from_the_end_of_the_flush_before_a_rebalance() -> 
     clock.now = 121.0
     with pytest.raises(RebalanceStalled):
         sink._check_rebalance()
+
+
+def test_the_sinks_fetches_wait_at_the_broker_unless_told_not_to() -> None:
+    assert fetch_options(Settings()) == {"fetch_min_bytes": 1024 * 1024, "fetch_max_wait_ms": 100}
+    assert fetch_options(Settings(sink_fetch_wait_ms=250))["fetch_max_wait_ms"] == 250
+    assert fetch_options(Settings(sink_fetch_wait_ms=0)) == {"fetch_min_bytes": 1}
+    with pytest.raises(ValueError, match="less than or equal to 1000"):
+        Settings(sink_fetch_wait_ms=5_000)
