@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from pupilflow.stack.clickhouse import dsn_credentials, dsn_database, render_config_xml, render_users_xml
 from pupilflow.stack.java import parse_java_major
-from pupilflow.stack.kafka import new_cluster_id, render_server_properties
+from pupilflow.stack.kafka import new_cluster_id, render_server_properties, request_threads
 from pupilflow.stack.prometheus import render_alertmanager_yml, render_prometheus_yml, rules_file
 from schemas.errors import ConfigurationError
 from schemas.settings import Settings
@@ -54,6 +55,14 @@ def test_kafka_internal_topics_and_transactions_work_on_one_node(settings: Setti
     ):
         assert conf[key] == "1", key
     assert conf["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_kafka_request_threads_are_kafkas_defaults_capped_at_the_cores(settings: Settings, tmp_path: Path) -> None:
+    for cpus, (network, io) in {1: ("1", "1"), 2: ("2", "2"), 4: ("3", "4"), 64: ("3", "8")}.items():
+        conf = props(render_server_properties(settings, tmp_path, cpus=cpus))
+        assert (conf["num.network.threads"], conf["num.io.threads"]) == (network, io), cpus
+    assert request_threads() == request_threads(os.cpu_count())
+    assert request_threads(0) == (1, 1)
 
 
 def test_rendered_templates_keep_no_placeholder(settings: Settings, tmp_path: Path) -> None:
