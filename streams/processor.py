@@ -305,35 +305,21 @@ class Restoring:
                 if value is not None:
                     state.flows.remember(value[at : at + _DIGEST] for at in range(0, len(value), _DIGEST))
                     self._digest_keys += 1
-            elif kind in (b"b:", b"f:"):
+            elif kind in _SMALL:
                 if value is None:
-                    db.execute(f"DELETE FROM {kind[:1].decode()} WHERE key = ?", (key,))
-                elif kind == b"b:":
-                    # A key written again keeps its place, as in a dict; one deleted and written again goes last.
-                    db.execute(
-                        "INSERT INTO b (key, first, ms, n, part, value) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key)"
-                        " DO UPDATE SET first = excluded.first, value = excluded.value",
-                        (key, int(value[: value.index(b"\t")]), *_batch_place(key), value),
-                    )
+                    small.pop(key, None)
                 else:
-                    db.execute(
-                        "INSERT INTO f (key, value) VALUES (?, ?)"
-                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (key, value),
-                    )
-            elif kind not in _SMALL:
-                if value is None:
-                    db.execute("DELETE FROM o WHERE key = ?", (key,))
-                else:
-                    db.execute(
-                        "INSERT INTO o (key, value) VALUES (?, ?)"
-                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (key, value),
-                    )
-            elif value is None:
-                small.pop(key, None)
+                    small[key] = value
+            elif kind == b"b:" and value is not None:
+                # A key written again keeps its place, as in a dict; one deleted and written again goes last.
+                db.execute(
+                    "INSERT INTO b (key, first, ms, n, part, value) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key)"
+                    " DO UPDATE SET first = excluded.first, value = excluded.value",
+                    (key, int(value[: value.index(b"\t")]), *_batch_place(key), value),
+                )
             else:
-                small[key] = value
+                # A deleted batch, a flow's later line, or a key of a kind only a subclass writes (table `o`).
+                _put_row(db, _TABLES.get(kind, "o"), key, value)
 
     def finish(self) -> int:
         """Apply what waited, open the flows still inside the lateness window; returns the keys restored."""
@@ -486,6 +472,21 @@ def _batch_place(key: bytes) -> tuple[int, int, int]:
 
 _SMALL = (b"x:", b"w:", b"q:")
 """Changelog kinds few enough to wait on the heap during a restore."""
+_TABLES = {b"b:": "b", b"f:": "f"}
+"""The restore's table of each changelog kind it keeps by key (`o`: any kind a subclass writes)."""
+
+
+def _put_row(db: sqlite3.Connection, table: str, key: bytes, value: bytes | None) -> None:
+    """Keep `key`'s latest value in one of the restore's tables; a tombstone (None) removes it."""
+    if value is None:
+        db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+    else:
+        db.execute(
+            f"INSERT INTO {table} (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
 _DIGEST = 12
 _RESTORE_FLUSH = 10_000
 """Flows opened at restore between two writes to the open-flow store."""

@@ -262,6 +262,33 @@ def test_an_override_whose_batch_is_gone_still_opens_its_flow_after_the_others(r
     assert json.loads(line.split(b"\t")[2]) == prior_of(outcome.payloads[0])
 
 
+def test_a_key_deleted_later_in_the_changelog_is_not_restored_whatever_its_kind(register: Policy) -> None:
+    # Batches, flow overrides and a subclass's keys wait in the restore's tables by key: a tombstone removes them.
+    class Recording(StreamState):
+        def _restore_other(self, kind: bytes, name: bytes, value: bytes) -> None:
+            others.append(kind + b":" + name)
+
+    others: list[bytes] = []
+    state = StreamState(register, DAY)
+    for fact in setup_facts():
+        state.handle(fact)
+    log = state.changes("t0")
+    state.handle(music_flow("2024-06-03T10:00Z", "p-1", "f-1"))
+    log += state.changes("t1")
+    state.handle(consent("2024-06-01T09:00Z", "p-1", *MUSIC, emitted="2024-06-03T12:00Z"))
+    log += state.changes("t2")
+    assert {b"b:t1.0", b"f:f-1"} <= set(keyed(log))
+    kept = Recording(register, DAY)
+    kept.restore([*log, (b"k:a", b"1"), (b"k:b", b"2")])
+    assert kept.flows.ids() == ["f-1"]
+    assert others == [b"k:a", b"k:b"]
+    others.clear()
+    gone = Recording(register, DAY)
+    gone.restore([*log, (b"k:a", b"1"), (b"k:b", b"2"), (b"b:t1.0", None), (b"f:f-1", None), (b"k:a", None)])
+    assert gone.flows.ids() == []
+    assert others == [b"k:b"]
+
+
 def test_a_flow_id_in_two_batches_keeps_its_first_place_and_its_later_line(register: Policy) -> None:
     # The worker never writes one (a re-delivered flow is a duplicate); a changelog that holds one anyway
     # restores as the latest value of each key would: the later line, in the place of the first.
