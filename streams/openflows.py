@@ -13,6 +13,7 @@ transaction, it is not a durability point (the Kafka transaction is).
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +25,7 @@ COMMIT_EVERY_S = 2.0
 _SCHEMA = """
 CREATE TABLE flows (
     seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,
     recipient TEXT NOT NULL,
     occurred INTEGER NOT NULL,
     expires INTEGER NOT NULL,
@@ -40,10 +41,23 @@ CREATE TABLE refs (
     PRIMARY KEY (subject, flow)
 ) WITHOUT ROWID;
 CREATE INDEX refs_by_expiry ON refs (expires);
-CREATE TABLE seen (digest BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE seen (digest BLOB PRIMARY KEY, flow INTEGER) WITHOUT ROWID;
 """
+# A flow is found by its id through `seen` (its digest -> its `seq` while it is open): every flow id judged is
+# recorded there anyway, and a second index on random ids (UNIQUE on `flows.id`) cost a third of the store's time
+# per flow (measured: 42 against 30 us a flow with 500,000 open, writing 13.7 against 9 KiB of pages).
+
+DIGEST_BYTES = 12
+"""Size of a flow-id digest: 96 bits, so two ids of one history practically never share one."""
+
+
+def digest_of(flow_id: str) -> bytes:
+    """The digest a flow id is recorded and found by."""
+    return hashlib.blake2b(flow_id.encode(), digest_size=DIGEST_BYTES).digest()
+
 
 _IN_CHUNK = 500  # host parameters per `IN (...)` query
+_BY_ID = "FROM seen s JOIN flows f ON f.seq = s.flow WHERE s.digest = ? AND f.id = ?"
 NEVER = -(2**62)
 """A time before any event (us): the lower bound of "every open flow"."""
 
@@ -148,6 +162,10 @@ class OpenFlows:
             "INSERT INTO refs VALUES (?, ?, ?, ?)",
             [(subject, p.seq, p.occurred, p.expires) for p in pending.values() for subject in p.subjects],
         )
+        self._db.executemany(
+            "INSERT INTO seen VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET flow = excluded.flow",
+            [(digest_of(flow_id), p.seq) for flow_id, p in pending.items()],
+        )
         self._stored += len(pending)
         self._pending = {}
         self._pending_by_subject = {}
@@ -156,13 +174,19 @@ class OpenFlows:
     def stored(self, flow_ids: list[str]) -> set[str]:
         """Which of these flow ids are already kept, written or pending (one query per 500)."""
         found = {flow_id for flow_id in flow_ids if flow_id in self._pending}
+        wanted = set(flow_ids)
         for at in range(0, len(flow_ids), _IN_CHUNK):
-            chunk = flow_ids[at : at + _IN_CHUNK]
+            chunk = [digest_of(flow_id) for flow_id in flow_ids[at : at + _IN_CHUNK]]
             marks = ",".join("?" * len(chunk))
-            found.update(
-                flow_id for (flow_id,) in self._db.execute(f"SELECT id FROM flows WHERE id IN ({marks})", chunk)
-            )
+            query = f"SELECT f.id FROM seen s JOIN flows f ON f.seq = s.flow WHERE s.digest IN ({marks})"
+            found.update(flow_id for (flow_id,) in self._db.execute(query, chunk) if flow_id in wanted)
         return found
+
+    def _row(self, flow_id: str) -> int:
+        """The row of a written flow (the caller knows it is kept)."""
+        found = self._db.execute(f"SELECT f.seq {_BY_ID}", (digest_of(flow_id), flow_id)).fetchone()
+        assert found is not None, f"flow {flow_id} is not kept"
+        return int(found[0])
 
     def reopen(
         self, flow_id: str, subjects: Iterable[str], line: bytes, expires: int, batch: bytes | None, *, rewritten: bool
@@ -172,7 +196,7 @@ class OpenFlows:
         if p is not None:
             p.line, p.expires, p.rewritten = line, expires, rewritten
             return
-        seq = self._db.execute("SELECT seq FROM flows WHERE id = ?", (flow_id,)).fetchone()[0]
+        seq = self._row(flow_id)
         self._db.execute(
             "UPDATE flows SET line = ?, expires = ?, batch = coalesce(?, batch), rewritten = ? WHERE seq = ?",
             (line, expires, batch, int(rewritten), seq),
@@ -187,7 +211,8 @@ class OpenFlows:
         p = self._pending.get(flow_id)
         if p is not None:
             return p.line if p.expires >= now else None
-        found = self._db.execute("SELECT line FROM flows WHERE id = ? AND expires >= ?", (flow_id, now)).fetchone()
+        found = self._db.execute(f"SELECT f.line {_BY_ID} AND f.expires >= ?", (digest_of(flow_id), flow_id, now))
+        found = found.fetchone()
         return None if found is None else bytes(found[0])
 
     def replace(self, flow_id: str, line: bytes, expires: int | None = None, subjects: Iterable[str] = ()) -> None:
@@ -202,10 +227,10 @@ class OpenFlows:
             if expires is not None:
                 p.expires = expires
             return
+        seq = self._row(flow_id)
         if expires is None:
-            self._db.execute("UPDATE flows SET line = ?, rewritten = 1 WHERE id = ?", (line, flow_id))
+            self._db.execute("UPDATE flows SET line = ?, rewritten = 1 WHERE seq = ?", (line, seq))
             return
-        seq = self._db.execute("SELECT seq FROM flows WHERE id = ?", (flow_id,)).fetchone()[0]
         self._db.execute("UPDATE flows SET line = ?, rewritten = 1, expires = ? WHERE seq = ?", (line, expires, seq))
         self._db.executemany(
             "UPDATE refs SET expires = ? WHERE subject = ? AND flow = ?",
@@ -273,8 +298,12 @@ class OpenFlows:
         return found
 
     def remember(self, digests: Iterable[bytes]) -> None:
-        """Record flow-id digests (first seen in this transaction, or restored from the changelog)."""
-        self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", [(d,) for d in digests])
+        """Record flow-id digests (first seen in this transaction, or restored from the changelog).
+
+        Those of the flows waiting for `flush` are left to it: it records each with the flow's row, in one write.
+        """
+        waiting = {digest_of(flow_id) for flow_id in self._pending} if self._pending else set()
+        self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, NULL)", [(d,) for d in digests if d not in waiting])
 
     def commit(self) -> None:
         """End SQLite's transaction when `commit_every_s` have passed since the last; durability is the changelog's.

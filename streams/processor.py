@@ -21,7 +21,6 @@ Changelog keys (values are bytes; a `None` value deletes the key):
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -43,7 +42,7 @@ from schemas.events import (
 )
 from schemas.policy import Policy
 from streams.evaluate import SubjectLeg
-from streams.openflows import NEVER, OpenFlows
+from streams.openflows import DIGEST_BYTES, NEVER, OpenFlows, digest_of
 from streams.replay import WAITING, Prior, Replayer
 from streams.sequences import SequenceTracker
 from streams.state import DEFAULT_LATENESS, SubjectState, from_us, reach, to_us
@@ -102,7 +101,7 @@ class StreamState(Replayer):
         """
         if not isinstance(event, DataFlow):
             return False
-        digest = _digest(event.event_id)
+        digest = digest_of(event.event_id)
         if digest not in self._checked:
             self._known |= self.flows.known([digest])
             self._checked.add(digest)
@@ -119,7 +118,7 @@ class StreamState(Replayer):
 
     def prefetch(self, flow_ids: Iterable[str]) -> None:
         """Look up in one query which of a batch's flow ids were judged before (else it is one query a flow)."""
-        digests = [_digest(flow_id) for flow_id in flow_ids]
+        digests = [digest_of(flow_id) for flow_id in flow_ids]
         self._known |= self.flows.known(d for d in digests if d not in self._checked)
         self._checked.update(digests)
 
@@ -212,6 +211,11 @@ class StreamState(Replayer):
             self._dirty[key] = b"\n".join(line for _, line in chunk)
             batch_of.update((flow_id, key) for flow_id, _ in chunk)
         self._fresh = {}
+        if self._new_ids:
+            # Before `flush`: it records the digests of the flows it writes, with their rows, itself.
+            self._dirty[b"d:" + batch_id.encode()] = b"".join(self._new_ids)
+            self.flows.remember(self._new_ids)
+            self._new_ids = []
         self.flows.flush(batch_of)
         rewritten_ids, emptied = self.flows.expire(horizon)
         for flow_id in rewritten_ids:
@@ -224,10 +228,6 @@ class StreamState(Replayer):
         for connector in self._moved:
             self._dirty[b"q:" + connector.encode()] = self.sequences[connector].to_bytes()
         self._moved.clear()
-        if self._new_ids:
-            self._dirty[b"d:" + batch_id.encode()] = b"".join(self._new_ids)
-            self.flows.remember(self._new_ids)
-            self._new_ids = []
         self._checked.clear()
         self._known.clear()
         self.flows.commit()
@@ -303,7 +303,7 @@ class Restoring:
                 state.state.put_subject(key[2:].decode(), subject)
             elif kind == b"d:":
                 if value is not None:
-                    state.flows.remember(value[at : at + _DIGEST] for at in range(0, len(value), _DIGEST))
+                    state.flows.remember(value[at : at + DIGEST_BYTES] for at in range(0, len(value), DIGEST_BYTES))
                     self._digest_keys += 1
             elif kind in _SMALL:
                 if value is None:
@@ -487,7 +487,6 @@ def _put_row(db: sqlite3.Connection, table: str, key: bytes, value: bytes | None
         )
 
 
-_DIGEST = 12
 _RESTORE_FLUSH = 10_000
 """Flows opened at restore between two writes to the open-flow store."""
 _CHUNK_BYTES = 512 * 1024
@@ -504,10 +503,6 @@ def _chunks(entries: list[tuple[str, bytes]], limit: int) -> list[list[tuple[str
         chunks[-1].append(entry)
         size += len(entry[1]) + 1
     return chunks
-
-
-def _digest(event_id: str) -> bytes:
-    return hashlib.blake2b(event_id.encode(), digest_size=_DIGEST).digest()
 
 
 def _line(arrived: int, flow_json: bytes, prior_json: bytes) -> bytes:

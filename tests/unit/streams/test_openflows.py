@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from streams.openflows import OpenFlows
+from streams.openflows import OpenFlows, digest_of
 
 H = 3_600_000_000  # an hour in microseconds
 
@@ -101,3 +101,21 @@ def test_sqlite_commits_at_most_every_interval_and_reads_see_what_is_not_committ
     store.flush({"f-2": b"b:2"})
     store.commit()
     assert store._db.in_transaction  # the interval starts again at the last commit
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "disk"])
+def test_a_flow_is_found_by_its_id_through_its_digest_whenever_it_was_remembered(on_disk: bool) -> None:
+    store = filled(on_disk)
+    store.remember([digest_of("f-1"), digest_of("f-9")])  # f-1 pending: the flush records it with its row
+    store.flush({"f-1": b"b:t.0", "f-2": b"b:t.0", "f-3": b"b:t.1"})
+    store.remember([digest_of("f-2")])  # after the flush: the row it was written with is kept
+    assert [store.line(f, 0) for f in ("f-1", "f-2", "f-3", "f-9")] == [b"one", b"two", b"three", None]
+    assert store.stored(["f-1", "f-2", "f-3", "f-9"]) == {"f-1", "f-2", "f-3"}
+    store.replace("f-2", b"two again", expires=60 * H, subjects=["p-1"])
+    assert store.line("f-2", 55 * H) == b"two again"
+    store.expire(52 * H)
+    assert store.ids() == ["f-2"]
+    assert store.line("f-1", 0) is None  # its row is gone; its digest is still known
+    assert store.known([digest_of(f) for f in ("f-1", "f-2", "f-3", "f-9", "f-10")]) == {
+        digest_of(f) for f in ("f-1", "f-2", "f-3", "f-9")
+    }
