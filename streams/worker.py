@@ -24,6 +24,7 @@ members on the legs topic, and reads the shared facts whole (`docs/streaming.md`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
@@ -424,6 +425,8 @@ class StreamWorker:
         """Transactions this worker committed (progress: a restart after one starts its count of failures afresh)."""
         self._placed: dict[tuple[str, bytes | None], int] = {}  # (topic, key) -> partition: murmur2 once a key
         self._in_flight: _InFlight | None = None
+        self._arrivals: Arrivals | None = None
+        self._lag_seen = 0.0  # monotonic, when consumer lag was last observed
 
     async def start(self) -> None:
         """Connect; the transactional producer fences any earlier worker and aborts what it left open."""
@@ -530,10 +533,12 @@ class StreamWorker:
         """Poll and process until `stop` is set; each batch of released arrivals is one transaction.
 
         A batch is judged while the transaction of the one before it is still committing: judging is CPU,
-        committing is five broker round trips, and done one after the other every decision waited for both.
-        Transactions still run one at a time and in order: a batch's transaction begins only once the one
-        before has committed, so its input offsets and changelog records always follow the earlier ones. If
-        that earlier one fails, the worker restarts from the changelog, dropping what it judged since.
+        committing is five broker round trips, and done one after the other every decision waited for both. The
+        worker goes on polling until that commit, judging into the batch whatever arrives meanwhile
+        (`_take_while_committing`). Transactions still run one at a time and in order: a batch's transaction
+        begins only once the one before has committed, so its input offsets and changelog records always follow
+        the earlier ones. If that earlier one fails, the worker restarts from the changelog, dropping what it
+        judged since.
         """
         consumer = self.consumer
         assert consumer is not None, "start() first"
@@ -547,26 +552,10 @@ class StreamWorker:
         # Flows, facts and legs partitions of the same number hold the same subjects: one arrival order each. The
         # shared facts are a group of their own: one arriving late re-judges what it bears on, as any late fact.
         shared = self.topics.shared_facts
-        arrivals = Arrivals(self.inputs, group_of=lambda tp: -1 if tp.topic == shared else tp.partition)
-        last_lag = 0.0
+        self._arrivals = Arrivals(self.inputs, group_of=lambda tp: -1 if tp.topic == shared else tp.partition)
         try:
             while not stop.is_set():
-                arrivals.add(await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records))
-                pause, resume = arrivals.flow_control()
-                if pause:
-                    consumer.pause(*pause)
-                if resume:
-                    consumer.resume(*resume)
-                empty = arrivals.empty()
-                caught_up = {tp: await self._caught_up(tp) for tp in empty}
-                fetched_at = {tp: consumer.last_poll_timestamp(tp) for tp in empty}
-                lags = await self._lags()
-                self.state.catching_up = max(lags.values(), default=0) >= BACKLOG or len(arrivals) >= BACKLOG
-                if time.monotonic() - last_lag >= 1.0:
-                    last_lag = time.monotonic()
-                    self._observe_lag(lags)
-                await self._settle(done_only=True)
-                ready = arrivals.release(caught_up, time.monotonic(), fetched_at)
+                ready = await self._take(await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records))
                 if ready:
                     await self.process(ready)
             await self._settle()  # stopping: let the last transaction finish rather than leave it to be aborted
@@ -574,6 +563,51 @@ class StreamWorker:
             if self._in_flight is not None:
                 self._in_flight.commit.cancel()
                 self._in_flight = None
+
+    async def _take(self, fetched: dict[TopicPartition, list[Any]]) -> list[Any]:
+        """Buffer what a poll fetched; the records that can be judged now, in arrival order (`Arrivals`)."""
+        consumer, arrivals = self.consumer, self._arrivals
+        assert consumer is not None, "start() first"
+        assert arrivals is not None, "run() first"
+        arrivals.add(fetched)
+        pause, resume = arrivals.flow_control()
+        if pause:
+            consumer.pause(*pause)
+        if resume:
+            consumer.resume(*resume)
+        empty = arrivals.empty()
+        caught_up = {tp: await self._caught_up(tp) for tp in empty}
+        fetched_at = {tp: consumer.last_poll_timestamp(tp) for tp in empty}
+        lags = await self._lags()
+        self.state.catching_up = max(lags.values(), default=0) >= BACKLOG or len(arrivals) >= BACKLOG
+        if time.monotonic() - self._lag_seen >= 1.0:
+            self._lag_seen = time.monotonic()
+            self._observe_lag(lags)
+        await self._settle(done_only=True)
+        return arrivals.release(caught_up, time.monotonic(), fetched_at)
+
+    async def _take_while_committing(self) -> list[Any]:
+        """Poll until the transaction in flight commits or records can be judged; those records, or none.
+
+        While a transaction commits (five broker round trips) the poll goes on, so that flows that arrive meanwhile
+        join the next transaction. Polled only between batches, they waited in the consumer's buffer for the end of
+        the cycle, and the consumer fetches nothing more for a partition with records buffered: a flow then waited
+        one to two commit cycles before it was even judged.
+        """
+        flight, consumer = self._in_flight, self.consumer
+        assert consumer is not None
+        if flight is None or flight.commit.done():
+            return []
+        left = self.settings.worker_stall_seconds - (time.monotonic() - flight.since)
+        poll = asyncio.ensure_future(consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records))
+        await asyncio.wait({flight.commit, poll}, timeout=max(0.0, left), return_when=asyncio.FIRST_COMPLETED)
+        if not poll.done():
+            poll.cancel()  # it had taken nothing: records leave the consumer's buffer only as it returns
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+        if poll.cancelled():
+            return []
+        return await self._take(poll.result())
 
     async def _caught_up(self, tp: TopicPartition) -> bool | None:
         assert self.consumer is not None
@@ -588,13 +622,12 @@ class StreamWorker:
         """Judge records in arrival order, then send everything they produced as one transaction (not awaited)."""
         out: list[Send] = []
         offsets: dict[TopicPartition, int] = {}
-        flows = self.topics.flows
-        self.state.prefetch(i for r in records if r.topic == flows and (i := event_id_of(r.value)) is not None)
-        for n, record in enumerate(records, 1):
-            self.judge.handle(record, out)
-            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-            if n % YIELD_EVERY == 0 and self._in_flight is not None:
-                await asyncio.sleep(0)  # the transaction in flight takes its broker's answers meanwhile
+        events = 0
+        while records:
+            await self._judge(records, out, offsets)
+            events += len(records)
+            # Flows that arrive while the transaction before commits join this one, judged as they arrive.
+            records = await self._take_while_committing()
         await self._settle()
         self._transactions += 1
         changes = self.state.changes(f"{int(time.time() * 1000)}-{self._transactions}")
@@ -603,10 +636,20 @@ class StreamWorker:
         self._in_flight = _InFlight(
             commit=asyncio.ensure_future(self._commit(out, changes, offsets, committed_at, legs)),
             since=time.monotonic(),
-            events=len(records),
+            events=events,
             emitted=self.judge.take_pending(),
             committed_at=committed_at,
         )
+
+    async def _judge(self, records: list[Any], out: list[Send], offsets: dict[TopicPartition, int]) -> None:
+        """Judge records in arrival order into `out`, and note the offset after each partition's last."""
+        flows = self.topics.flows
+        self.state.prefetch(i for r in records if r.topic == flows and (i := event_id_of(r.value)) is not None)
+        for n, record in enumerate(records, 1):
+            self.judge.handle(record, out)
+            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            if n % YIELD_EVERY == 0 and self._in_flight is not None:
+                await asyncio.sleep(0)  # the transaction in flight takes its broker's answers meanwhile
 
     async def _settle(self, *, done_only: bool = False) -> None:
         """Wait for the transaction in flight (only if it is done, or overdue, with `done_only`) and account for it."""

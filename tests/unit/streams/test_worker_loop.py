@@ -1,0 +1,106 @@
+"""The worker's loop around one transaction, with a stand-in consumer and commit (the real ones: integration tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from schemas.policy import Policy
+from schemas.settings import Settings
+from streams.builders import flow
+from streams.metrics import WorkerMetrics
+from streams.worker import Arrivals, StreamWorker, _InFlight
+
+MUSIC = ("peripatetic-music", "music_tuition", ["identity"])
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Consumer:
+    """Hands out prepared polls; before the last one it lets the transaction in flight commit."""
+
+    def __init__(self, polls: list[dict[TopicPartition, list[Record]]], commit: asyncio.Future[None]) -> None:
+        self.polls = polls
+        self.commit = commit
+        self.calls = 0
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+        self.calls += 1
+        if self.polls:
+            return self.polls.pop(0)
+        if not self.commit.done():
+            self.commit.set_result(None)
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+    def last_stable_offset(self, tp: TopicPartition) -> int:
+        return 0
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 0
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 0
+
+    def last_poll_timestamp(self, tp: TopicPartition) -> int:
+        return int(time.time() * 1000) + 60_000
+
+    def pause(self, *tps: TopicPartition) -> None:
+        raise AssertionError("nothing here fills a buffer")
+
+    resume = pause
+
+
+def record(topic: str, offset: int, event_id: str) -> Record:
+    event = flow("2024-06-03T10:00Z", *MUSIC, subjects=["p-1"], event_id=event_id)
+    return Record(topic, 0, offset, int(time.time() * 1000), event.partition_key(), event.model_dump_json().encode())
+
+
+def test_flows_that_arrive_while_the_transaction_before_commits_join_the_next_one(register: Policy) -> None:
+    settings = Settings()
+    flows, facts = TopicPartition(settings.topics.flows, 0), TopicPartition(settings.topics.facts, 0)
+    worker = StreamWorker(settings, register, WorkerMetrics(), poll_ms=5)
+    sent: list[tuple[list[Any], dict[Any, int]]] = []
+
+    async def commit(out: list[Any], changes: Any, offsets: dict[Any, int], at: list[float], legs: Any) -> None:
+        sent.append((out, offsets))
+        at.extend((time.time(), time.monotonic()))
+
+    worker._commit = commit  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        before: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        consumer = Consumer(
+            [{flows: [record(flows.topic, 7, "f-2")]}, {flows: [record(flows.topic, 8, "f-3")]}], before
+        )
+        worker.consumer = consumer  # type: ignore[assignment]
+        worker.inputs = [flows, facts]
+        worker._arrivals = Arrivals(worker.inputs, group_of=lambda tp: tp.partition)
+        now = (time.time(), time.monotonic())
+        worker._in_flight = _InFlight(commit=before, since=now[1], events=3, emitted=[], committed_at=list(now))
+        await worker.process([record(flows.topic, 6, "f-1")])
+        assert worker.committed == 1  # the transaction before, accounted for
+        assert worker._in_flight is not None
+        await worker._in_flight.commit
+        assert consumer.calls == 3  # two polls with flows, the third one while it committed
+
+    asyncio.run(scenario())
+    worker.state.flows.close()
+    assert len(sent) == 1
+    out, offsets = sent[0]
+    decided = [json.loads(value or b"") for topic, _, value in out if topic == settings.topics.decisions]
+    assert [d["flow_event_id"] for d in decided] == ["f-1", "f-2", "f-3"]
+    assert offsets == {flows: 9}
