@@ -626,6 +626,8 @@ class StreamWorker:
         while records:
             await self._judge(records, out, offsets)
             events += len(records)
+            if events >= self.max_records:
+                break  # a backlog: each commit would otherwise wait for a larger batch, without end
             # Flows that arrive while the transaction before commits join this one, judged as they arrive.
             records = await self._take_while_committing()
         await self._settle()

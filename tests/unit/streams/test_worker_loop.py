@@ -69,10 +69,14 @@ def record(topic: str, offset: int, event_id: str) -> Record:
     return Record(topic, 0, offset, int(time.time() * 1000), event.partition_key(), event.model_dump_json().encode())
 
 
-def test_flows_that_arrive_while_the_transaction_before_commits_join_the_next_one(register: Policy) -> None:
+def one_batch(policy: Policy, max_records: int) -> tuple[list[str], dict[Any, int], int]:
+    """Flow f-1 judged while the transaction before commits, f-2 and f-3 polled meanwhile: what the next one holds.
+
+    Returns the flow ids decided in it, its input offsets, and how many polls were made.
+    """
     settings = Settings()
     flows, facts = TopicPartition(settings.topics.flows, 0), TopicPartition(settings.topics.facts, 0)
-    worker = StreamWorker(settings, register, WorkerMetrics(), poll_ms=5)
+    worker = StreamWorker(settings, policy, WorkerMetrics(), max_records=max_records, poll_ms=5)
     sent: list[tuple[list[Any], dict[Any, int]]] = []
 
     async def commit(out: list[Any], changes: Any, offsets: dict[Any, int], at: list[float], legs: Any) -> None:
@@ -80,12 +84,12 @@ def test_flows_that_arrive_while_the_transaction_before_commits_join_the_next_on
         at.extend((time.time(), time.monotonic()))
 
     worker._commit = commit  # type: ignore[method-assign]
+    polls = [{flows: [record(flows.topic, 7, "f-2")]}, {flows: [record(flows.topic, 8, "f-3")]}]
 
-    async def scenario() -> None:
+    async def scenario() -> int:
         before: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        consumer = Consumer(
-            [{flows: [record(flows.topic, 7, "f-2")]}, {flows: [record(flows.topic, 8, "f-3")]}], before
-        )
+        asyncio.get_running_loop().call_later(0.5, lambda: before.done() or before.set_result(None))
+        consumer = Consumer(polls, before)
         worker.consumer = consumer  # type: ignore[assignment]
         worker.inputs = [flows, facts]
         worker._arrivals = Arrivals(worker.inputs, group_of=lambda tp: tp.partition)
@@ -95,12 +99,25 @@ def test_flows_that_arrive_while_the_transaction_before_commits_join_the_next_on
         assert worker.committed == 1  # the transaction before, accounted for
         assert worker._in_flight is not None
         await worker._in_flight.commit
-        assert consumer.calls == 3  # two polls with flows, the third one while it committed
+        return consumer.calls
 
-    asyncio.run(scenario())
+    calls = asyncio.run(scenario())
     worker.state.flows.close()
     assert len(sent) == 1
     out, offsets = sent[0]
     decided = [json.loads(value or b"") for topic, _, value in out if topic == settings.topics.decisions]
-    assert [d["flow_event_id"] for d in decided] == ["f-1", "f-2", "f-3"]
-    assert offsets == {flows: 9}
+    return [d["flow_event_id"] for d in decided], offsets, calls
+
+
+def test_flows_that_arrive_while_the_transaction_before_commits_join_the_next_one(register: Policy) -> None:
+    decided, offsets, polls = one_batch(register, max_records=2_000)
+    assert decided == ["f-1", "f-2", "f-3"]
+    assert offsets == {TopicPartition(Settings().topics.flows, 0): 9}
+    assert polls == 3  # two with flows, the third while it committed
+
+
+def test_a_batch_stops_taking_flows_once_it_holds_max_records(register: Policy) -> None:
+    decided, offsets, polls = one_batch(register, max_records=2)
+    assert decided == ["f-1", "f-2"]  # f-3 waits for the next batch
+    assert offsets == {TopicPartition(Settings().topics.flows, 0): 8}
+    assert polls == 1
