@@ -602,7 +602,8 @@ class StreamWorker:
         poll = asyncio.ensure_future(consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records))
         await asyncio.wait({flight.commit, poll}, timeout=max(0.0, left), return_when=asyncio.FIRST_COMPLETED)
         if not poll.done():
-            poll.cancel()  # it had taken nothing: records leave the consumer's buffer only as it returns
+            # Nothing is lost: aiokafka's getmany awaits only before it drains its buffer, never after.
+            poll.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poll
         if poll.cancelled():
