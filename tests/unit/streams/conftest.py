@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,15 @@ def judge(policy: Policy) -> Judge:
         return evaluate(flow, state, policy)
 
     return run
+
+
+@dataclass
+class Record:
+    """A Kafka record as the worker reads it (the fields of aiokafka's `ConsumerRecord` it uses)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None

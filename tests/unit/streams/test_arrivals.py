@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,19 +21,11 @@ from streams.processor import StreamState
 from streams.sequences import SequenceTracker
 from streams.worker import Arrivals, Judge, Send, arrival_key
 
+from .conftest import Record
+
 FLOWS = ("pupilflow.flows", 0)
 FACTS = ("pupilflow.facts", 0)
 OTHER = ("pupilflow.flows", 1)
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 def rec(tp: tuple[str, int], timestamp: int, offset: int = 0, emitted: str = "2024-06-03T10:00:00Z") -> Record:

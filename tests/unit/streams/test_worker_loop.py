@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -16,17 +15,9 @@ from streams.builders import flow
 from streams.metrics import WorkerMetrics
 from streams.worker import Arrivals, StreamWorker, _InFlight
 
+from .conftest import Record
+
 MUSIC = ("peripatetic-music", "music_tuition", ["identity"])
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 class Consumer:
