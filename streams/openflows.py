@@ -72,6 +72,7 @@ class _Pending:
     occurred: int
     expires: int
     line: bytes
+    digest: bytes  # of the flow id, worked out once: `remember` and `flush` both need it
     rewritten: bool = False
 
 
@@ -127,7 +128,9 @@ class OpenFlows:
         """Keep a flow open until `expires` (us), findable by its recipient and by each of its subjects."""
         self._seq += 1
         unique = tuple(dict.fromkeys(subjects))
-        self._pending[flow_id] = _Pending(self._seq, recipient, unique, occurred, expires, line, rewritten)
+        self._pending[flow_id] = _Pending(
+            self._seq, recipient, unique, occurred, expires, line, digest_of(flow_id), rewritten
+        )
         for subject in unique:
             self._pending_by_subject.setdefault(subject, []).append(flow_id)
         self._pending_by_recipient.setdefault(recipient, []).append(flow_id)
@@ -164,7 +167,7 @@ class OpenFlows:
         )
         self._db.executemany(
             "INSERT INTO seen VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET flow = excluded.flow",
-            [(digest_of(flow_id), p.seq) for flow_id, p in pending.items()],
+            [(p.digest, p.seq) for p in pending.values()],
         )
         self._stored += len(pending)
         self._pending = {}
@@ -302,7 +305,7 @@ class OpenFlows:
 
         Those of the flows waiting for `flush` are left to it: it records each with the flow's row, in one write.
         """
-        waiting = {digest_of(flow_id) for flow_id in self._pending} if self._pending else set()
+        waiting = {p.digest for p in self._pending.values()}
         self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, NULL)", [(d,) for d in digests if d not in waiting])
 
     def commit(self) -> None:
