@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -92,6 +93,13 @@ def test_clickhouse_config_names_the_ports(settings: Settings) -> None:
     assert "<http_port>18123</http_port>" in xml
     assert "<tcp_port>19000</tcp_port>" in xml
     assert "<users_config>users.xml</users_config>" in xml
+
+
+def test_clickhouse_computes_no_automatic_column_statistics(settings: Settings) -> None:
+    root = ElementTree.fromstring(render_config_xml(settings))
+    setting = root.find("merge_tree/auto_statistics_types")
+    assert setting is not None
+    assert (setting.text or "").strip() == ""
 
 
 def test_clickhouse_database_and_user_come_from_the_dsn(settings: Settings) -> None:

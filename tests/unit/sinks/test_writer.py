@@ -92,7 +92,7 @@ class FakeClient:
         self.inserts: list[tuple[str, int]] = []
         self.tables: dict[str, list[list[Any]]] = {}
 
-    def insert(self, table: str, rows: list[Any], column_names: list[str]) -> None:
+    def insert(self, table: str, rows: list[Any], column_names: list[str], settings: Any = None) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("ClickHouse is down")
