@@ -29,7 +29,7 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -365,13 +365,30 @@ class Outbox:
                 raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a Kafka batch")
 
     async def flush(self) -> None:
-        """Send every partly filled batch and wait until the broker has every record."""
+        """Send every partly filled batch, without waiting for the broker (`delivered`)."""
         for (topic, partition), batch in self._batches.items():
             if batch.record_count():
                 self._sent.append(await self._producer.send_batch(batch, topic, partition=partition))
         self._batches.clear()
-        await asyncio.gather(*self._sent)
-        self._sent.clear()
+
+    async def delivered(self) -> None:
+        """Wait until the broker has every record sent; raises the first failure."""
+        sent, self._sent = self._sent, []
+        await asyncio.gather(*sent)
+
+
+async def _together(*steps: Awaitable[None]) -> None:
+    """Run `steps` together until all are done or one fails (its error is raised); none outlives the call."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op on those done; the rest stop with the step that failed, or with our caller
+    for task in tasks:
+        error = task.exception() if task in done else None
+        if error is not None:
+            raise error
 
 
 YIELD_EVERY = 64
@@ -457,6 +474,10 @@ class StreamWorker:
                 # Fixed: a restarted worker fences the one it replaces and aborts its open transaction.
                 transactional_id=f"{self.group}-0",
                 transaction_timeout_ms=60_000,
+                # The broker may answer a record sent while the input offsets join the transaction with a
+                # retriable NOT_ENOUGH_REPLICAS (its check that the partition is in the transaction found the
+                # transaction changing): retried after 100 ms by default, that was a 100 ms commit.
+                retry_backoff_ms=10,
             )
             await self.producer.start()
         except KafkaError as exc:
@@ -533,8 +554,8 @@ class StreamWorker:
         """Poll and process until `stop` is set; each batch of released arrivals is one transaction.
 
         A batch is judged while the transaction of the one before it is still committing: judging is CPU,
-        committing is five broker round trips, and done one after the other every decision waited for both. The
-        worker goes on polling until that commit, judging into the batch whatever arrives meanwhile
+        committing is four broker round trips in turn, and done one after the other every decision waited for
+        both. The worker goes on polling until that commit, judging into the batch whatever arrives meanwhile
         (`_take_while_committing`). Transactions still run one at a time and in order: a batch's transaction
         begins only once the one before has committed, so its input offsets and changelog records always follow
         the earlier ones. If that earlier one fails, the worker restarts from the changelog, dropping what it
@@ -589,10 +610,10 @@ class StreamWorker:
     async def _take_while_committing(self) -> list[Any]:
         """Poll until the transaction in flight commits or records can be judged; those records, or none.
 
-        While a transaction commits (five broker round trips) the poll goes on, so that flows that arrive meanwhile
-        join the next transaction. Polled only between batches, they waited in the consumer's buffer for the end of
-        the cycle, and the consumer fetches nothing more for a partition with records buffered: a flow then waited
-        one to two commit cycles before it was even judged.
+        While a transaction commits (four broker round trips in turn) the poll goes on, so that flows that arrive
+        meanwhile join the next transaction. Polled only between batches, they waited in the consumer's buffer for
+        the end of the cycle, and the consumer fetches nothing more for a partition with records buffered: a flow
+        then waited one to two commit cycles before it was even judged.
         """
         flight, consumer = self._in_flight, self.consumer
         assert consumer is not None
@@ -709,7 +730,10 @@ class StreamWorker:
         for key, value in changes:
             await outbox.add(changelog, changelog_partitions[zlib.crc32(key) % len(changelog_partitions)], key, value)
         await outbox.flush()
-        await producer.send_offsets_to_transaction(offsets, self.group)
+        # The input offsets join the transaction while its records are on their way, as Kafka's Java producer
+        # does it: AddOffsetsToTxn and TxnOffsetCommit overlap the produce instead of following it. The commit
+        # must wait for both, since aiokafka sends EndTxn without waiting for records in flight.
+        await _together(producer.send_offsets_to_transaction(offsets, self.group), outbox.delivered())
         await producer.commit_transaction()
         # The decisions are visible now, whenever the loop next looks: wall time for their latency, monotonic for
         # the transaction's own.
