@@ -66,8 +66,9 @@ INSERT_SETTINGS = {"optimize_on_insert": 0}
 """Settings of every batch insert.
 
 `optimize_on_insert=0`: ClickHouse does not first merge each inserted block as its ReplacingMergeTree would. At
-5,000 flows/s that merge was more than a quarter of the server's CPU on the 2-core box, and it only copied rows:
-the sink skips a decision sent twice, so a batch repeats a key only in the rare fact a connector sent twice.
+5,000 flows/s its own counters put more than a quarter of its time in that merge, which only copied rows: the
+sink skips a decision sent twice, so a batch repeats a key only in the rare fact a connector sent twice. With the
+local server's statistics off too, ClickHouse used 32 against 38-40 us of CPU per decision (bench/sink.py).
 Repeated rows, in one block or across re-delivered ones, are replaced by background merges; reads that must be
 exact use FINAL (docs/audit-store.md), as they must for re-delivered rows anyway.
 """
