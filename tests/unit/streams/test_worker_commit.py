@@ -29,7 +29,7 @@ class Batch:
 
 
 class Producer:
-    """Records each call. The broker's answer to the records comes while the input offsets are being added."""
+    """Records each call. The broker answers the records only once the input offsets have joined the transaction."""
 
     def __init__(self, refusal: Exception | None) -> None:
         self.refusal = refusal
@@ -50,6 +50,10 @@ class Producer:
     async def send_offsets_to_transaction(self, offsets: dict[Any, int], group: str) -> None:
         self.calls.append("offsets")
         await asyncio.sleep(0.01)  # AddOffsetsToTxn, then TxnOffsetCommit
+        # The records' answer comes only after the offsets are in: a commit that did not wait for it would come first.
+        asyncio.get_running_loop().call_later(0.02, self._answer)
+
+    def _answer(self) -> None:
         assert self.answer is not None
         self.calls.append("records acknowledged" if self.refusal is None else "records refused")
         if self.refusal is None:
