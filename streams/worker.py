@@ -3,7 +3,7 @@
 One consume-transform-produce loop over Kafka transactions. Messages are handled in arrival order within
 each group of same-numbered flows and facts partitions (`Arrivals`); the decisions, violations (the alert
 stream), dead letters, state changes (`StreamState.changes`, to the compacted changelog topic) and input
-offsets of each batch released are sent in one transaction.
+positions (`streams.positions`, to the changelog too) of each batch released are sent in one transaction.
 Either all of that is committed or none of it is: a worker killed at any point restarts from the last
 committed transaction, restores its state from the changelog, and re-reads only uncommitted input, so no
 decision is lost and none is doubled. The transactional id is fixed, so a restarted worker fences a zombie.
@@ -11,7 +11,7 @@ decision is lost and none is doubled. The transactional id is fixed, so a restar
 Why not faust's `processing_guarantee="exactly_once"`: faust-streaming's transactional mode has open reports
 of crashing at start (faust-streaming#440), duplicating output across a kill (#517) and losing table updates
 on `kill -9` (robinhood/faust#340). The guarantee here is the same protocol (KIP-98 transactions with the
-offsets in the transaction) on aiokafka, faust's own Kafka client, in a loop small enough to read whole and
+input positions in the transaction) on aiokafka, faust's own Kafka client, in a loop small enough to read whole and
 exercised by the kill -9 test. aiokafka rather than kafka-python: its batch API and C record codec cost about
 a third of kafka-python's per-record send, and it needs no I/O thread contending for the GIL.
 
@@ -29,7 +29,7 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +46,7 @@ from schemas.settings import Settings
 from streams.legs import SHARED_FACTS, SequencesSeen, decode, encode, partition_of
 from streams.member import MemberState
 from streams.metrics import UNREGISTERED, WorkerMetrics
+from streams.positions import POSITIONS, decode_positions, encode_positions, positions_key
 from streams.processor import Change, Outcome, StreamState
 from streams.replay import describe
 
@@ -377,20 +378,6 @@ class Outbox:
         await asyncio.gather(*sent)
 
 
-async def _together(*steps: Awaitable[None]) -> None:
-    """Run `steps` together until all are done or one fails (its error is raised); none outlives the call."""
-    tasks = [asyncio.ensure_future(step) for step in steps]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        for task in tasks:
-            task.cancel()  # a no-op on those done; the rest stop with the step that failed, or with our caller
-    for task in tasks:
-        error = task.exception() if task in done else None
-        if error is not None:
-            raise error
-
-
 YIELD_EVERY = 64
 """Records judged between two turns of the event loop while a transaction is in flight."""
 
@@ -404,6 +391,7 @@ class _InFlight:
     events: int
     emitted: list[float]  # emitted_at of each decision it holds
     committed_at: list[float]  # once it has committed: when, wall time then monotonic
+    positions: dict[TopicPartition, int]  # the input positions it commits
 
 
 class StreamWorker:
@@ -444,6 +432,12 @@ class StreamWorker:
         self._in_flight: _InFlight | None = None
         self._arrivals: Arrivals | None = None
         self._lag_seen = 0.0  # monotonic, when consumer lag was last observed
+        self._positions_key = positions_key(self.group)
+        self._resume: dict[TopicPartition, int] = {}  # the input positions the restored changelog holds
+        self._positions: dict[TopicPartition, int] = {}  # after the last transaction sent
+        self._unshared: dict[TopicPartition, int] | None = None  # committed, not yet given to the consumer group
+        self._shared_at = 0.0  # monotonic, when they were last given
+        self._sharing: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Connect; the transactional producer fences any earlier worker and aborts what it left open."""
@@ -474,9 +468,9 @@ class StreamWorker:
                 # Fixed: a restarted worker fences the one it replaces and aborts its open transaction.
                 transactional_id=f"{self.group}-0",
                 transaction_timeout_ms=60_000,
-                # The broker may answer a record sent while the input offsets join the transaction with a
-                # retriable NOT_ENOUGH_REPLICAS (its check that the partition is in the transaction found the
-                # transaction changing): retried after 100 ms by default, that was a 100 ms commit.
+                # A retriable answer to a record (the broker's check that its partition is in the transaction
+                # found the transaction changing: NOT_ENOUGH_REPLICAS) is retried after 100 ms by default, which
+                # made that commit 100 ms longer; seen when the input offsets joined the transaction beside them.
                 retry_backoff_ms=10,
             )
             await self.producer.start()
@@ -521,6 +515,7 @@ class StreamWorker:
             group_id=None,
         )
         await reader.start()
+        self._resume = {}
         restoring = self.state.restoring()
         read = 0
         try:
@@ -533,7 +528,7 @@ class StreamWorker:
             pending = {tp for tp in parts if ends[tp] > 0}
             while pending:
                 for batch in (await reader.getmany(timeout_ms=500, max_records=50_000)).values():
-                    restoring.add((r.key, r.value) for r in batch)
+                    restoring.add(self._state_records(batch))
                     read += len(batch)
                 for tp in list(pending):
                     if await reader.position(tp) >= ends[tp]:
@@ -546,15 +541,31 @@ class StreamWorker:
         finally:
             await reader.stop()
         restored = restoring.finish()
+        if self._resume:
+            log.info("input positions from the changelog: %s", encode_positions(self._resume).decode())
         self.metrics.restored_keys.set(restored)
         self.metrics.open_flows.set(self.state.open_flows())
         return restored
+
+    def _state_records(self, batch: list[Any]) -> Iterator[Change]:
+        """The state's records of a changelog batch; the input positions among them are kept aside (`_resume`)."""
+        for record in batch:
+            key = record.key
+            if key[:2] != POSITIONS:
+                yield key, record.value
+            elif key == self._positions_key:  # another group's (a renamed one's) are not this worker's
+                try:
+                    self._resume = {} if record.value is None else decode_positions(record.value)
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        f"changelog {self.changelog} partition {record.partition} offset {record.offset}: {exc}"
+                    ) from exc
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and process until `stop` is set; each batch of released arrivals is one transaction.
 
         A batch is judged while the transaction of the one before it is still committing: judging is CPU,
-        committing is four broker round trips in turn, and done one after the other every decision waited for
+        committing is three broker round trips in turn, and done one after the other every decision waited for
         both. The worker goes on polling until that commit, judging into the batch whatever arrives meanwhile
         (`_take_while_committing`). Transactions still run one at a time and in order: a batch's transaction
         begins only once the one before has committed, so its input offsets and changelog records always follow
@@ -564,12 +575,7 @@ class StreamWorker:
         consumer = self.consumer
         assert consumer is not None, "start() first"
         consumer.assign(self.inputs)
-        for tp in self.inputs:
-            committed = await consumer.committed(tp)
-            if committed is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, committed)
+        await self._seek_inputs()
         # Flows, facts and legs partitions of the same number hold the same subjects: one arrival order each. The
         # shared facts are a group of their own: one arriving late re-judges what it bears on, as any late fact.
         shared = self.topics.shared_facts
@@ -580,10 +586,33 @@ class StreamWorker:
                 if ready:
                     await self.process(ready)
             await self._settle()  # stopping: let the last transaction finish rather than leave it to be aborted
+            await self._share_positions(force=True)
         finally:
             if self._in_flight is not None:
                 self._in_flight.commit.cancel()
                 self._in_flight = None
+            if self._sharing is not None:
+                self._sharing.cancel()
+
+    async def _seek_inputs(self) -> None:
+        """Seek each input partition to where the restored state leaves off.
+
+        The changelog's positions go with the state restored from it. The consumer group's offsets are read only
+        for a partition they do not cover: a changelog written before positions were kept in it (the group's
+        offsets were then committed in the state's transaction), or a partition never read.
+        """
+        consumer = self.consumer
+        assert consumer is not None
+        self._positions = {}
+        for tp in self.inputs:
+            at = self._resume.get(tp)
+            if at is None:
+                at = await consumer.committed(tp)
+            if at is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, at)
+                self._positions[tp] = at
 
     async def _take(self, fetched: dict[TopicPartition, list[Any]]) -> list[Any]:
         """Buffer what a poll fetched; the records that can be judged now, in arrival order (`Arrivals`)."""
@@ -605,12 +634,13 @@ class StreamWorker:
             self._lag_seen = time.monotonic()
             self._observe_lag(lags)
         await self._settle(done_only=True)
+        await self._share_positions()
         return arrivals.release(caught_up, time.monotonic(), fetched_at)
 
     async def _take_while_committing(self) -> list[Any]:
         """Poll until the transaction in flight commits or records can be judged; those records, or none.
 
-        While a transaction commits (four broker round trips in turn) the poll goes on, so that flows that arrive
+        While a transaction commits (three broker round trips in turn) the poll goes on, so that flows that arrive
         meanwhile join the next transaction. Polled only between batches, they waited in the consumer's buffer for
         the end of the cycle, and the consumer fetches nothing more for a partition with records buffered: a flow
         then waited one to two commit cycles before it was even judged.
@@ -655,14 +685,19 @@ class StreamWorker:
         await self._settle()
         self._transactions += 1
         changes = self.state.changes(f"{int(time.time() * 1000)}-{self._transactions}")
+        # Every input partition's position, not only this batch's: the latest record of the key is all a restart
+        # reads (the topic is compacted).
+        self._positions.update(offsets)
+        changes.append((self._positions_key, encode_positions(self._positions)))
         committed_at: list[float] = []
         legs = self.judge.take_legs()
         self._in_flight = _InFlight(
-            commit=asyncio.ensure_future(self._commit(out, changes, offsets, committed_at, legs)),
+            commit=asyncio.ensure_future(self._commit(out, changes, committed_at, legs)),
             since=time.monotonic(),
             events=events,
             emitted=self.judge.take_pending(),
             committed_at=committed_at,
+            positions=dict(self._positions),
         )
 
     async def _judge(self, records: list[Any], out: list[Send], offsets: dict[TopicPartition, int]) -> None:
@@ -694,6 +729,7 @@ class StreamWorker:
             raise TransactionStalled(f"a transaction of {flight.events} events did not commit within {stall:g}s")
         flight.commit.result()  # raises what made it fail
         self.committed += 1
+        self._unshared = flight.positions
         self.judge.committed(flight.emitted, flight.committed_at[0])
         self.metrics.transaction_seconds.observe(flight.committed_at[1] - flight.since)
         self.metrics.transaction_events.observe(flight.events)
@@ -702,14 +738,9 @@ class StreamWorker:
             self.metrics.sequence_missing.labels(connector=connector).set(tracker.missing())
 
     async def _commit(
-        self,
-        out: list[Send],
-        changes: list[Change],
-        offsets: dict[Any, int],
-        committed_at: list[float],
-        legs: list[tuple[int, bytes]],
+        self, out: list[Send], changes: list[Change], committed_at: list[float], legs: list[tuple[int, bytes]]
     ) -> None:
-        """Send one batch's records, leg messages, changelog changes and input offsets as one Kafka transaction."""
+        """Send one batch's records, leg messages and changelog changes (its input positions too) as one transaction."""
         producer = self.producer
         assert producer is not None, "start() first"
         changelog = self.changelog
@@ -730,14 +761,39 @@ class StreamWorker:
         for key, value in changes:
             await outbox.add(changelog, changelog_partitions[zlib.crc32(key) % len(changelog_partitions)], key, value)
         await outbox.flush()
-        # The input offsets join the transaction while its records are on their way, as Kafka's Java producer
-        # does it: AddOffsetsToTxn and TxnOffsetCommit overlap the produce instead of following it. The commit
-        # must wait for both, since aiokafka sends EndTxn without waiting for records in flight.
-        await _together(producer.send_offsets_to_transaction(offsets, self.group), outbox.delivered())
+        # aiokafka sends EndTxn without waiting for records still in flight: the commit waits for them itself.
+        await outbox.delivered()
         await producer.commit_transaction()
         # The decisions are visible now, whenever the loop next looks: wall time for their latency, monotonic for
         # the transaction's own.
         committed_at.extend((time.time(), time.monotonic()))
+
+    async def _share_positions(self, *, force: bool = False) -> None:
+        """Give the committed input positions to the consumer group, at most once a second (`force`: now, awaited).
+
+        Only for monitoring (consumer lag as Kafka's tools and `bench/pipeline.py` read it): the worker resumes
+        from the changelog's positions. So a failure is logged, not raised, and tried again a second later.
+        """
+        positions = self._unshared
+        if positions is None or (self._sharing is not None and not self._sharing.done()):
+            return
+        if not force and time.monotonic() - self._shared_at < 1.0:
+            return
+        self._unshared = None
+        self._shared_at = time.monotonic()
+        self._sharing = asyncio.ensure_future(self._give_positions(positions))
+        if force:
+            await asyncio.wait({self._sharing}, timeout=5.0)
+
+    async def _give_positions(self, positions: dict[TopicPartition, int]) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        try:
+            await consumer.commit(positions)
+        except KafkaError as exc:
+            log.warning("input positions not committed to consumer group %s (monitoring only): %s", self.group, exc)
+            if self._unshared is None:
+                self._unshared = positions
 
     async def _lags(self) -> dict[TopicPartition, int]:
         """Records not yet fetched, per input partition whose end is known."""

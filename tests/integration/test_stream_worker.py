@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaAdminClient, KafkaConsumer
 
 from producers.emitter import Emitter
 from pupilflow import children
@@ -179,3 +180,44 @@ def test_a_worker_killed_mid_stream_resumes_without_losing_or_doubling_a_decisio
     finally:
         second.stop()
     assert sorted(map(json.dumps, got)) == sorted(json.dumps(json.loads(d.to_json_bytes())) for d in expected.decisions)
+
+
+def test_a_restarted_worker_resumes_from_the_changelog_not_the_consumer_groups_offsets(
+    isolated: Settings, register: Policy
+) -> None:
+    lines = sample_lines()
+    expected = replay_lines(lines, register)
+    log = isolated.home / "worker.log"
+    first = children.worker(isolated, log).start()
+    try:
+        emit_lines(isolated, lines[: len(lines) // 2], one_by_one=True)
+    finally:
+        first.stop()
+
+    admin = KafkaAdminClient(bootstrap_servers=isolated.kafka_bootstrap)
+    try:
+        # The group is given the positions too, for monitoring: at a clean stop, all of them.
+        group = isolated.consumer_group
+        given = admin.list_group_offsets({group: None}).get(group, {})
+        reader = KafkaConsumer(bootstrap_servers=isolated.kafka_bootstrap)
+        try:
+            ends = reader.end_offsets(list(given))
+        finally:
+            reader.close()
+        assert given and {tp: o.offset for tp, o in given.items()} == ends
+        # Without the group's offsets a worker resuming from them would judge the first half again.
+        admin.delete_groups([group])
+    finally:
+        admin.close()
+
+    second = children.worker(isolated, log).start()
+    try:
+        emit_lines(isolated, lines[len(lines) // 2 :], one_by_one=True)
+        got = decisions_in(isolated, len(expected.decisions))
+        # Read again, the first half's flows would be caught as duplicates; its malformed lines dead-lettered twice.
+        assert handled(isolated) == len(lines) - len(lines) // 2
+    finally:
+        second.stop()
+    assert sorted(map(json.dumps, got)) == sorted(json.dumps(json.loads(d.to_json_bytes())) for d in expected.decisions)
+    malformed = sum(1 for line in lines if route(isolated, line)[1] == b"invalid")
+    assert malformed and len(committed(isolated, isolated.topics.dlq)) == malformed

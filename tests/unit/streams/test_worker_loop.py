@@ -13,6 +13,7 @@ from schemas.policy import Policy
 from schemas.settings import Settings
 from streams.builders import flow
 from streams.metrics import WorkerMetrics
+from streams.positions import decode_positions, positions_key
 from streams.worker import Arrivals, StreamWorker, _InFlight
 
 from .conftest import Record
@@ -63,15 +64,18 @@ def record(topic: str, offset: int, event_id: str) -> Record:
 def one_batch(policy: Policy, max_records: int) -> tuple[list[str], dict[Any, int], int]:
     """Flow f-1 judged while the transaction before commits, f-2 and f-3 polled meanwhile: what the next one holds.
 
-    Returns the flow ids decided in it, its input offsets, and how many polls were made.
+    Returns the flow ids decided in it, the input positions it commits, and how many polls were made. Facts
+    were read up to offset 4 before: the positions hold that partition too.
     """
     settings = Settings()
     flows, facts = TopicPartition(settings.topics.flows, 0), TopicPartition(settings.topics.facts, 0)
     worker = StreamWorker(settings, policy, WorkerMetrics(), max_records=max_records, poll_ms=5)
     sent: list[tuple[list[Any], dict[Any, int]]] = []
 
-    async def commit(out: list[Any], changes: Any, offsets: dict[Any, int], at: list[float], legs: Any) -> None:
-        sent.append((out, offsets))
+    async def commit(out: list[Any], changes: list[tuple[bytes, bytes]], at: list[float], legs: Any) -> None:
+        positions = [decode_positions(value) for key, value in changes if key == positions_key(worker.group)]
+        assert len(positions) == 1, changes
+        sent.append((out, positions[0]))
         at.extend((time.time(), time.monotonic()))
 
     worker._commit = commit  # type: ignore[method-assign]
@@ -84,8 +88,11 @@ def one_batch(policy: Policy, max_records: int) -> tuple[list[str], dict[Any, in
         worker.consumer = consumer  # type: ignore[assignment]
         worker.inputs = [flows, facts]
         worker._arrivals = Arrivals(worker.inputs, group_of=lambda tp: tp.partition)
+        worker._positions = {flows: 6, facts: 4}
         now = (time.time(), time.monotonic())
-        worker._in_flight = _InFlight(commit=before, since=now[1], events=3, emitted=[], committed_at=list(now))
+        worker._in_flight = _InFlight(
+            commit=before, since=now[1], events=3, emitted=[], committed_at=list(now), positions=dict(worker._positions)
+        )
         await worker.process([record(flows.topic, 6, "f-1")])
         assert worker.committed == 1  # the transaction before, accounted for
         assert worker._in_flight is not None
@@ -103,12 +110,14 @@ def one_batch(policy: Policy, max_records: int) -> tuple[list[str], dict[Any, in
 def test_flows_that_arrive_while_the_transaction_before_commits_join_the_next_one(register: Policy) -> None:
     decided, offsets, polls = one_batch(register, max_records=2_000)
     assert decided == ["f-1", "f-2", "f-3"]
-    assert offsets == {TopicPartition(Settings().topics.flows, 0): 9}
+    topics = Settings().topics
+    assert offsets == {TopicPartition(topics.flows, 0): 9, TopicPartition(topics.facts, 0): 4}
     assert polls == 3  # two with flows, the third while it committed
 
 
 def test_a_batch_stops_taking_flows_once_it_holds_max_records(register: Policy) -> None:
     decided, offsets, polls = one_batch(register, max_records=2)
     assert decided == ["f-1", "f-2"]  # f-3 waits for the next batch
-    assert offsets == {TopicPartition(Settings().topics.flows, 0): 8}
+    topics = Settings().topics
+    assert offsets == {TopicPartition(topics.flows, 0): 8, TopicPartition(topics.facts, 0): 4}
     assert polls == 1
