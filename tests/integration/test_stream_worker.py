@@ -204,7 +204,8 @@ def test_a_restarted_worker_resumes_from_the_changelog_not_the_consumer_groups_o
             ends = reader.end_offsets(list(given))
         finally:
             reader.close()
-        assert given and {tp: o.offset for tp, o in given.items()} == ends
+        assert given
+        assert {tp: o.offset for tp, o in given.items()} == ends
         # Without the group's offsets a worker resuming from them would judge the first half again.
         admin.delete_groups([group])
     finally:
@@ -220,4 +221,5 @@ def test_a_restarted_worker_resumes_from_the_changelog_not_the_consumer_groups_o
         second.stop()
     assert sorted(map(json.dumps, got)) == sorted(json.dumps(json.loads(d.to_json_bytes())) for d in expected.decisions)
     malformed = sum(1 for line in lines if route(isolated, line)[1] == b"invalid")
-    assert malformed and len(committed(isolated, isolated.topics.dlq)) == malformed
+    assert malformed
+    assert len(committed(isolated, isolated.topics.dlq)) == malformed
