@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 
 from schemas.policy import Policy
@@ -121,3 +122,53 @@ def test_a_batch_stops_taking_flows_once_it_holds_max_records(register: Policy) 
     topics = Settings().topics
     assert offsets == {TopicPartition(topics.flows, 0): 8, TopicPartition(topics.facts, 0): 4}
     assert polls == 1
+
+
+def turns_while_judging(policy: Policy, *, in_flight: bool) -> list[float]:
+    """Judge 20 records of 0.4 ms each (a stand-in clock): when, by that clock, another task got the event loop."""
+    settings = Settings()
+    worker = StreamWorker(settings, policy, WorkerMetrics())
+    now = [0.0]
+    worker.clock = lambda: now[0]
+
+    def handle(record: Any, out: list[Any]) -> None:
+        now[0] += 0.0004
+
+    worker.judge.handle = handle  # type: ignore[method-assign]
+    turns: list[float] = []
+
+    async def scenario() -> None:
+        if in_flight:
+            pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            worker._in_flight = _InFlight(
+                commit=pending, since=0.0, events=1, emitted=[], committed_at=[], positions={}
+            )
+        judging = True
+
+        async def transaction() -> None:  # stands for the commit in flight, waiting for its turns
+            while judging:
+                turns.append(now[0])
+                await asyncio.sleep(0)
+
+        other = asyncio.ensure_future(transaction())
+        await asyncio.sleep(0)
+        records = [record(settings.topics.flows, n, f"f-{n}") for n in range(20)]
+        await worker._judge(records, [], {})
+        judging = False
+        await other
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        worker.state.flows.close()
+    return [at for at in turns if 0 < at < now[0]]
+
+
+def test_a_transaction_in_flight_gets_the_event_loop_after_each_millisecond_of_judging(register: Policy) -> None:
+    turns = turns_while_judging(register, in_flight=True)
+    # After every third record (1.2 ms): each of the commit's round trips waits at most that long for judging.
+    assert turns == pytest.approx([0.0012 * k for k in range(1, 7)])
+
+
+def test_with_no_transaction_in_flight_a_batch_is_judged_without_a_turn(register: Policy) -> None:
+    assert turns_while_judging(register, in_flight=False) == []
