@@ -49,6 +49,12 @@ def sample_lines() -> list[str]:
     return [line for line in SAMPLE.read_text().splitlines() if line.strip()]
 
 
+def replayed(register: Policy) -> tuple[list[str], list[str]]:
+    """The sample's lines, and the decisions `pupilflow replay` gives them as sorted JSON (what Kafka must hold)."""
+    lines = sample_lines()
+    return lines, sorted(json.dumps(json.loads(d.to_json_bytes())) for d in replay_lines(lines, register).decisions)
+
+
 def route(settings: Settings, line: str) -> tuple[str, bytes]:
     """Where a connector would send the line; the sample's deliberately invalid lines go to the flows topic."""
     try:
@@ -162,8 +168,7 @@ def test_duplicates_are_decided_once_and_malformed_input_is_dead_lettered(
 def test_a_worker_killed_mid_stream_resumes_without_losing_or_doubling_a_decision(
     isolated: Settings, register: Policy
 ) -> None:
-    lines = sample_lines()
-    expected = replay_lines(lines, register)
+    lines, want = replayed(register)
     log = isolated.home / "worker.log"
     first = children.worker(isolated, log).start()
     emit_lines(isolated, lines[: len(lines) // 2], one_by_one=True)
@@ -176,17 +181,16 @@ def test_a_worker_killed_mid_stream_resumes_without_losing_or_doubling_a_decisio
         # The restarted worker first re-judges what the killed one had not committed.
         time.sleep(2)
         emit_lines(isolated, lines[len(lines) // 2 :], one_by_one=True)
-        got = decisions_in(isolated, len(expected.decisions))
+        got = decisions_in(isolated, len(want))
     finally:
         second.stop()
-    assert sorted(map(json.dumps, got)) == sorted(json.dumps(json.loads(d.to_json_bytes())) for d in expected.decisions)
+    assert sorted(map(json.dumps, got)) == want
 
 
 def test_a_restarted_worker_resumes_from_the_changelog_not_the_consumer_groups_offsets(
     isolated: Settings, register: Policy
 ) -> None:
-    lines = sample_lines()
-    expected = replay_lines(lines, register)
+    lines, want = replayed(register)
     log = isolated.home / "worker.log"
     first = children.worker(isolated, log).start()
     try:
@@ -214,12 +218,12 @@ def test_a_restarted_worker_resumes_from_the_changelog_not_the_consumer_groups_o
     second = children.worker(isolated, log).start()
     try:
         emit_lines(isolated, lines[len(lines) // 2 :], one_by_one=True)
-        got = decisions_in(isolated, len(expected.decisions))
+        got = decisions_in(isolated, len(want))
         # Read again, the first half's flows would be caught as duplicates; its malformed lines dead-lettered twice.
         assert handled(isolated) == len(lines) - len(lines) // 2
     finally:
         second.stop()
-    assert sorted(map(json.dumps, got)) == sorted(json.dumps(json.loads(d.to_json_bytes())) for d in expected.decisions)
+    assert sorted(map(json.dumps, got)) == want
     malformed = sum(1 for line in lines if route(isolated, line)[1] == b"invalid")
     assert malformed
     assert len(committed(isolated, isolated.topics.dlq)) == malformed
