@@ -577,7 +577,7 @@ class StreamWorker:
         committing is three broker round trips in turn, and done one after the other every decision waited for
         both. The worker goes on polling until that commit, judging into the batch whatever arrives meanwhile
         (`_take_while_committing`). Transactions still run one at a time and in order: a batch's transaction
-        begins only once the one before has committed, so its input offsets and changelog records always follow
+        begins only once the one before has committed, so its input positions and changelog records always follow
         the earlier ones. If that earlier one fails, the worker restarts from the changelog, dropping what it
         judged since.
         """
@@ -786,6 +786,8 @@ class StreamWorker:
         Only for monitoring (consumer lag as Kafka's tools and `bench/pipeline.py` read it): the worker resumes
         from the changelog's positions. So a failure is logged, not raised, and tried again a second later.
         """
+        if force and self._sharing is not None:
+            await asyncio.wait({self._sharing}, timeout=5.0)  # one on its way holds older positions: let it land
         positions = self._unshared
         if positions is None or (self._sharing is not None and not self._sharing.done()):
             return

@@ -84,6 +84,7 @@ class Consumer:
         self.sought: dict[TopicPartition, int | str] = {}
         self.commits: list[dict[TopicPartition, int]] = []
         self.refuse = 0
+        self.takes = 0.0  # seconds a commit takes
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return self.group.get(tp)
@@ -95,6 +96,7 @@ class Consumer:
         self.sought[tp] = "beginning"
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await asyncio.sleep(self.takes)
         if self.refuse:
             self.refuse -= 1
             raise CommitFailedError("the coordinator moved")
@@ -160,3 +162,18 @@ def test_a_newer_commit_is_not_overwritten_by_an_older_one_that_failed(worker: S
         return worker._unshared
 
     assert asyncio.run(scenario()) == {FLOWS0: 2}
+
+
+def test_at_stop_the_latest_positions_are_given_after_the_commit_still_on_its_way(worker: StreamWorker) -> None:
+    consumer = Consumer(group={})
+    consumer.takes = 0.05
+    worker.consumer = consumer  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        worker._unshared = {FLOWS0: 1}
+        await worker._share_positions()
+        worker._unshared = {FLOWS0: 2}  # the last transaction committed meanwhile
+        await worker._share_positions(force=True)
+
+    asyncio.run(scenario())
+    assert consumer.commits == [{FLOWS0: 1}, {FLOWS0: 2}]
