@@ -115,11 +115,17 @@ def test_inputs_resume_from_the_changelog_then_the_group_then_the_beginning(work
     assert worker._positions == {FLOWS0: 8, FLOWS1: 11}
 
 
+@pytest.fixture
+def consumer(worker: StreamWorker) -> Consumer:
+    """The stand-in consumer `worker` gives its committed positions to."""
+    made = Consumer(group={})
+    worker.consumer = made  # type: ignore[assignment]
+    return made
+
+
 def test_the_group_is_given_committed_positions_at_most_once_a_second_and_again_after_a_failure(
-    worker: StreamWorker, caplog: pytest.LogCaptureFixture
+    worker: StreamWorker, consumer: Consumer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    consumer = Consumer(group={})
-    worker.consumer = consumer  # type: ignore[assignment]
 
     async def scenario() -> None:
         async def settle() -> None:
@@ -148,10 +154,10 @@ def test_the_group_is_given_committed_positions_at_most_once_a_second_and_again_
     assert "not committed to consumer group pupilflow-worker (monitoring only)" in caplog.text
 
 
-def test_a_newer_commit_is_not_overwritten_by_an_older_one_that_failed(worker: StreamWorker) -> None:
-    consumer = Consumer(group={})
+def test_a_newer_commit_is_not_overwritten_by_an_older_one_that_failed(
+    worker: StreamWorker, consumer: Consumer
+) -> None:
     consumer.refuse = 1
-    worker.consumer = consumer  # type: ignore[assignment]
 
     async def scenario() -> Any:
         worker._unshared = {FLOWS0: 1}
@@ -164,10 +170,10 @@ def test_a_newer_commit_is_not_overwritten_by_an_older_one_that_failed(worker: S
     assert asyncio.run(scenario()) == {FLOWS0: 2}
 
 
-def test_at_stop_the_latest_positions_are_given_after_the_commit_still_on_its_way(worker: StreamWorker) -> None:
-    consumer = Consumer(group={})
+def test_at_stop_the_latest_positions_are_given_after_the_commit_still_on_its_way(
+    worker: StreamWorker, consumer: Consumer
+) -> None:
     consumer.takes = 0.05
-    worker.consumer = consumer  # type: ignore[assignment]
 
     async def scenario() -> None:
         worker._unshared = {FLOWS0: 1}
