@@ -136,23 +136,69 @@ class WorkerMetrics:
                 self._in[(kind, connector)] = self.events_in.labels(kind=kind, connector=connector)
         return connector
 
-    def event_in(self, kind: str, connector: str) -> None:
-        """Count one valid event."""
+    def event_in(self, kind: str, connector: str, count: int = 1) -> None:
+        """Count valid events of one kind from one connector."""
         child = self._in.get((kind, connector))
         if child is None:
             child = self._in[(kind, self._bind_connector(connector))]
-        child.inc()
+        child.inc(count)
 
-    def violation(self, reason: str, group: str) -> None:
-        """Count one violation under its leading reason and the recipient's group."""
+    def violation(self, reason: str, group: str, count: int = 1) -> None:
+        """Count violations under their leading reason and the recipient's group."""
         child = self._violations.get((reason, group))
         if child is None:  # a group or code the register added after start
             child = self._violations[(reason, group)] = self.violations.labels(reason=reason, group=group)
-        child.inc()
+        child.inc(count)
 
     def gap(self, connector: str, lost: int) -> None:
         """Count sequence numbers given up on as lost."""
         self._gaps[self._bind_connector(connector)].inc(lost)
+
+    def add(self, tally: Tally) -> None:
+        """Count what one committed transaction's batch holds."""
+        for (kind, connector), count in tally.events_in.items():
+            self.event_in(kind, connector, count)
+        for verdict, count in tally.decisions.items():
+            self.decisions.labels(verdict=verdict).inc(count)
+        for (reason, group), count in tally.violations.items():
+            self.violation(reason, group, count)
+        for verdict, count in tally.supersessions.items():
+            self.supersessions.labels(verdict=verdict).inc(count)
+        for stage, count in tally.dead_letters.items():
+            self.dead_letters.labels(stage=stage).inc(count)
+        for connector, lost in tally.gaps.items():
+            self.gap(connector, lost)
+        if tally.duplicates:
+            self.duplicates.inc(tally.duplicates)
+
+
+class Tally:
+    """What one batch adds to the worker's counters, kept until its transaction commits (`WorkerMetrics.add`).
+
+    A batch whose transaction is abandoned is judged again by the restarted worker: counted as it was judged, its
+    events, decisions and violations were counted twice.
+    """
+
+    __slots__ = ("dead_letters", "decisions", "duplicates", "events_in", "gaps", "supersessions", "violations")
+
+    def __init__(self) -> None:
+        self.events_in: dict[tuple[str, str], int] = {}
+        """By (kind, connector)."""
+        self.decisions: dict[str, int] = {}
+        """By verdict."""
+        self.violations: dict[tuple[str, str], int] = {}
+        """By (leading reason, recipient group)."""
+        self.supersessions: dict[str, int] = {}
+        """By verdict."""
+        self.dead_letters: dict[str, int] = {}
+        """By stage."""
+        self.gaps: dict[str, int] = {}
+        """Sequence numbers given up on as lost, by connector."""
+        self.duplicates = 0
+
+    def count(self, counts: dict[Any, int], key: Any, amount: int = 1) -> None:
+        """Add `amount` under `key` in one of the tallies above."""
+        counts[key] = counts.get(key, 0) + amount
 
 
 class GcPauses:

@@ -45,7 +45,7 @@ from schemas.policy import Policy
 from schemas.settings import Settings
 from streams.legs import SHARED_FACTS, SequencesSeen, decode, encode, partition_of
 from streams.member import MemberState
-from streams.metrics import UNREGISTERED, WorkerMetrics
+from streams.metrics import UNREGISTERED, Tally, WorkerMetrics
 from streams.positions import POSITIONS, decode_positions, encode_positions, positions_key
 from streams.processor import Change, Outcome, StreamState
 from streams.replay import describe
@@ -85,7 +85,8 @@ class Judge:
         self.state = state
         self._groups: dict[str, str] = {}
         self._sent_at: list[float] = []  # emitted_at (epoch seconds) of each decision awaiting commit
-        self._verdicts = {v: metrics.decisions.labels(verdict=v) for v in ("allowed", "violation")}
+        self.tally = Tally()
+        """What the batch judged since the last `take_tally` adds to the counters once its transaction commits."""
         self.split = settings.worker_members > 1
         self._legs: list[tuple[int, bytes]] = []
         self._seen: dict[str, list[int]] = {}  # a member's share of each connector's numbers, for its tracker
@@ -113,7 +114,7 @@ class Judge:
         if self.split and shared and record.topic == self.topics.facts:
             # Every member applies recipient and notice facts: they come back to each, this one too, from there.
             out.append((self.topics.shared_facts, record.key, record.value))
-            self.metrics.event_in(event.kind, event.source.connector)
+            self.tally.count(self.tally.events_in, (event.kind, event.source.connector))
             self._seen.setdefault(event.source.connector, []).append(event.source.sequence)
             return
         skipped = self.state.duplicates
@@ -124,13 +125,13 @@ class Judge:
             return
         self._legs.extend(outcome.legs)
         if record.topic != self.topics.shared_facts:  # counted once, where it came in
-            self.metrics.event_in(event.kind, event.source.connector)
+            self.tally.count(self.tally.events_in, (event.kind, event.source.connector))
             if self.split:
                 self._seen.setdefault(event.source.connector, []).append(event.source.sequence)
         if outcome.missing:
             self._gap(event.source.connector, outcome.missing)
         if self.state.duplicates > skipped:  # a flow with no decision may be waiting for legs judged elsewhere
-            self.metrics.duplicates.inc()
+            self.tally.duplicates += 1
         self._emit(outcome, out)
 
     def _leg(self, record: Any, out: list[Send]) -> None:
@@ -150,7 +151,7 @@ class Judge:
         self._emit(outcome, out)
 
     def _gap(self, connector: str, missing: int) -> None:
-        self.metrics.gap(connector, missing)
+        self.tally.count(self.tally.gaps, connector, missing)
         log.warning("connector %s: %d sequence numbers never arrived", connector, missing)
 
     def _emit(self, outcome: Outcome, out: list[Send]) -> None:
@@ -158,7 +159,7 @@ class Judge:
         for decision, payload in zip(outcome.decisions, outcome.payloads, strict=True):
             self._decided(decision, payload, out)
             if decision.supersedes is not None:
-                self.metrics.supersessions.labels(verdict=decision.verdict).inc()
+                self.tally.count(self.tally.supersessions, decision.verdict)
 
     def take_legs(self) -> list[tuple[int, bytes]]:
         """The leg messages to send since the last call: (partition of the legs topic, value).
@@ -176,11 +177,13 @@ class Judge:
     def _decided(self, decision: Decision, payload: bytes, out: list[Send]) -> None:
         key = decision.subject_ids[0].encode()  # the flow's own key: its first subject
         out.append((self.topics.decisions, key, payload))
-        self._verdicts[decision.verdict].inc()
+        tally = self.tally
+        tally.count(tally.decisions, decision.verdict)
         if decision.verdict == "violation":
             # The violations topic is the alert stream: one message per first violation or superseding one.
             out.append((self.topics.violations, key, payload))
-            self.metrics.violation(decision.reasons[0] if decision.reasons else "UNSPECIFIED", self._group(decision))
+            reason = decision.reasons[0] if decision.reasons else "UNSPECIFIED"
+            tally.count(tally.violations, (reason, self._group(decision)))
         self._sent_at.append(decision.emitted_at.timestamp())
 
     def _group(self, decision: Decision) -> str:
@@ -193,8 +196,13 @@ class Judge:
     def _dead(self, record: Any, error: str, out: list[Send], stage: str = "validate") -> None:
         letter = dead_letter(record, error, stage)
         out.append((self.topics.dlq, record.key, letter.model_dump_json().encode()))
-        self.metrics.dead_letters.labels(stage=stage).inc()
+        self.tally.count(self.tally.dead_letters, stage)
         log.warning("dead letter %s[%s]@%s: %s", record.topic, record.partition, record.offset, error)
+
+    def take_tally(self) -> Tally:
+        """What the events judged since the last call add to the counters: the next transaction's to count."""
+        tally, self.tally = self.tally, Tally()
+        return tally
 
     def take_pending(self) -> list[float]:
         """The `emitted_at` of each decision made since the last call: the ones the next transaction holds."""
@@ -397,6 +405,7 @@ class _InFlight:
     since: float  # monotonic, when it was sent: the stall watchdog counts from here
     events: int
     emitted: list[float]  # emitted_at of each decision it holds
+    tally: Tally  # what its batch adds to the counters
     committed_at: list[float]  # once it has committed: when, wall time then monotonic
     positions: dict[TopicPartition, int]  # the input positions it commits
 
@@ -705,6 +714,7 @@ class StreamWorker:
             since=time.monotonic(),
             events=events,
             emitted=self.judge.take_pending(),
+            tally=self.judge.take_tally(),
             committed_at=committed_at,
             positions=dict(self._positions),
         )
@@ -742,6 +752,7 @@ class StreamWorker:
         flight.commit.result()  # raises what made it fail
         self.committed += 1
         self._unshared = flight.positions
+        self.metrics.add(flight.tally)
         self.judge.committed(flight.emitted, flight.committed_at[0])
         self.metrics.transaction_seconds.observe(flight.committed_at[1] - flight.since)
         self.metrics.transaction_events.observe(flight.events)

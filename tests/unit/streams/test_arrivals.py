@@ -184,6 +184,7 @@ class Harness:
         return self.send(topic, event.model_dump_json().encode(), event.partition_key())
 
     def metric(self, line: str) -> bool:
+        self.metrics.add(self.judge.take_tally())  # what the worker does once the transaction commits
         return line in generate_latest(self.metrics.registry).decode().splitlines()
 
 
@@ -390,6 +391,7 @@ def test_a_members_flow_waiting_for_legs_is_not_counted_as_a_duplicate(register:
     for _ in range(2):
         judge.handle(Record(topics.flows, 0, 1, 0, here.encode(), sent.model_dump_json().encode()), out)
     assert len(judge.take_legs()) == 2  # its leg request, and the sequence numbers seen
+    metrics.add(judge.take_tally())  # the transaction holding them committed
     text = generate_latest(metrics.registry).decode()
     duplicates = [line for line in text.splitlines() if line.startswith("pupilflow_duplicates_total")]
     assert duplicates == ["pupilflow_duplicates_total 1.0"]  # the second delivery only

@@ -7,7 +7,7 @@ import gc
 from prometheus_client import generate_latest
 
 from schemas.decisions import ReasonCode
-from streams.metrics import KNOWN_CONNECTORS, MAX_CONNECTORS, GcPauses, WorkerMetrics
+from streams.metrics import KNOWN_CONNECTORS, MAX_CONNECTORS, GcPauses, Tally, WorkerMetrics
 
 
 def test_every_reason_code_is_exposed_at_zero_from_the_start_for_every_recipient_group() -> None:
@@ -43,6 +43,33 @@ def test_a_violation_is_counted_under_its_reason_and_group() -> None:
     metrics.violation("NO_CONSENT", "processor")
     text = generate_latest(metrics.registry).decode()
     assert 'pupilflow_violations_total{group="processor",reason="NO_CONSENT"} 1.0' in text
+
+
+def test_a_tally_adds_each_of_its_counts_to_its_counter() -> None:
+    metrics, tally = WorkerMetrics(), Tally()
+    tally.count(tally.events_in, ("flow", "synclog"), 3)
+    tally.count(tally.events_in, ("consent_given", "client-1"))
+    tally.count(tally.decisions, "violation", 2)
+    tally.count(tally.violations, ("NO_CONSENT", "processor"), 2)
+    tally.count(tally.supersessions, "allowed")
+    tally.count(tally.dead_letters, "evaluate", 4)
+    tally.count(tally.gaps, "mis", 5)
+    tally.duplicates = 6
+    metrics.add(tally)
+    metrics.add(tally)
+    text = generate_latest(metrics.registry).decode().splitlines()
+    for line in (
+        'pupilflow_events_in_total{connector="synclog",kind="flow"} 6.0',
+        'pupilflow_events_in_total{connector="client-1",kind="consent_given"} 2.0',
+        'pupilflow_decisions_total{verdict="violation"} 4.0',
+        'pupilflow_decisions_total{verdict="allowed"} 0.0',
+        'pupilflow_violations_total{group="processor",reason="NO_CONSENT"} 4.0',
+        'pupilflow_supersessions_total{verdict="allowed"} 2.0',
+        'pupilflow_dead_letters_total{stage="evaluate"} 8.0',
+        'pupilflow_sequence_gaps_total{connector="mis"} 10.0',
+        "pupilflow_duplicates_total 12.0",
+    ):
+        assert line in text
 
 
 def test_gc_pauses_are_timed_by_generation_only_while_installed() -> None:

@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 from schemas.policy import Policy
 from schemas.settings import Settings
 from streams.builders import flow
-from streams.metrics import WorkerMetrics
+from streams.metrics import Tally, WorkerMetrics
 from streams.positions import decode_positions, positions_key
 from streams.worker import Arrivals, StreamWorker, _InFlight
 
@@ -92,7 +92,13 @@ def one_batch(policy: Policy, max_records: int) -> tuple[list[str], dict[Any, in
         worker._positions = {flows: 6, facts: 4}
         now = (time.time(), time.monotonic())
         worker._in_flight = _InFlight(
-            commit=before, since=now[1], events=3, emitted=[], committed_at=list(now), positions=dict(worker._positions)
+            commit=before,
+            since=now[1],
+            events=3,
+            emitted=[],
+            tally=Tally(),
+            committed_at=list(now),
+            positions=dict(worker._positions),
         )
         await worker.process([record(flows.topic, 6, "f-1")])
         assert worker.committed == 1  # the transaction before, accounted for
@@ -141,7 +147,7 @@ def turns_while_judging(policy: Policy, *, in_flight: bool) -> list[float]:
         if in_flight:
             pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             worker._in_flight = _InFlight(
-                commit=pending, since=0.0, events=1, emitted=[], committed_at=[], positions={}
+                commit=pending, since=0.0, events=1, emitted=[], tally=Tally(), committed_at=[], positions={}
             )
         judging = True
 
@@ -172,3 +178,56 @@ def test_a_transaction_in_flight_gets_the_event_loop_after_each_millisecond_of_j
 
 def test_with_no_transaction_in_flight_a_batch_is_judged_without_a_turn(register: Policy) -> None:
     assert turns_while_judging(register, in_flight=False) == []
+
+
+def counted(policy: Policy, *, commits: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """One flow judged and sent: the event and decision counters while its transaction is in flight, and after it."""
+    settings = Settings()
+    metrics = WorkerMetrics()
+    worker = StreamWorker(settings, policy, metrics)
+
+    def totals() -> dict[str, float]:
+        found = {"events": 0.0, "decisions": 0.0}
+        for family in metrics.registry.collect():
+            name = {"pupilflow_events_in": "events", "pupilflow_decisions": "decisions"}.get(family.name)
+            if name is not None:
+                found[name] += sum(s.value for s in family.samples if s.name.endswith("_total"))
+        return found
+
+    async def scenario() -> tuple[dict[str, float], dict[str, float]]:
+        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def commit(out: list[Any], changes: list[Any], committed_at: list[float], legs: list[Any]) -> None:
+            await outcome
+            committed_at.extend((time.time(), time.monotonic()))
+
+        worker._commit = commit  # type: ignore[method-assign]
+        worker.consumer = Consumer([], outcome)  # type: ignore[assignment]
+        await worker.process([record(settings.topics.flows, 0, "f-1")])
+        await asyncio.sleep(0)
+        during = totals()
+        if commits:
+            outcome.set_result(None)
+            await worker._settle()
+        else:
+            outcome.set_exception(RuntimeError("the broker fenced this producer"))
+            with pytest.raises(RuntimeError, match="fenced"):
+                await worker._settle()
+        return during, totals()
+
+    try:
+        return asyncio.run(scenario())
+    finally:
+        worker.state.flows.close()
+
+
+def test_events_and_decisions_are_counted_when_their_transaction_commits(register: Policy) -> None:
+    during, after = counted(register, commits=True)
+    assert during == {"events": 0.0, "decisions": 0.0}
+    assert after == {"events": 1.0, "decisions": 1.0}
+
+
+def test_an_abandoned_transaction_leaves_the_counters_for_the_restarted_worker_to_move(register: Policy) -> None:
+    # The restarted worker judges the same events again: counting them here as well would count them twice.
+    during, after = counted(register, commits=False)
+    assert during == after == {"events": 0.0, "decisions": 0.0}
