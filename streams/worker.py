@@ -471,6 +471,9 @@ class StreamWorker:
                 # A fetch the broker holds open delays every partition in it: decisions must follow flows
                 # within tens of milliseconds (measured with bench/pipeline.py at 1,000-2,000 flows/s).
                 fetch_max_wait_ms=20,
+                # Answered at once by default; gathering 16 KiB first cut the CPU of the worker and the broker
+                # at 2,000 flows/s, but the decision p99 did not follow (docs/streaming.md, "Measured").
+                fetch_min_bytes=self.settings.worker_fetch_min_bytes,
             )
             await self.consumer.start()
             self.producer = AIOKafkaProducer(
