@@ -7,6 +7,7 @@ lookup and never creates a series per event.
 
 from __future__ import annotations
 
+import collections
 import gc
 import time
 from typing import Any, get_args
@@ -182,23 +183,19 @@ class Tally:
     __slots__ = ("dead_letters", "decisions", "duplicates", "events_in", "gaps", "supersessions", "violations")
 
     def __init__(self) -> None:
-        self.events_in: dict[tuple[str, str], int] = {}
+        self.events_in: collections.Counter[tuple[str, str]] = collections.Counter()
         """By (kind, connector)."""
-        self.decisions: dict[str, int] = {}
+        self.decisions: collections.Counter[str] = collections.Counter()
         """By verdict."""
-        self.violations: dict[tuple[str, str], int] = {}
+        self.violations: collections.Counter[tuple[str, str]] = collections.Counter()
         """By (leading reason, recipient group)."""
-        self.supersessions: dict[str, int] = {}
+        self.supersessions: collections.Counter[str] = collections.Counter()
         """By verdict."""
-        self.dead_letters: dict[str, int] = {}
+        self.dead_letters: collections.Counter[str] = collections.Counter()
         """By stage."""
-        self.gaps: dict[str, int] = {}
+        self.gaps: collections.Counter[str] = collections.Counter()
         """Sequence numbers given up on as lost, by connector."""
         self.duplicates = 0
-
-    def count(self, counts: dict[Any, int], key: Any, amount: int = 1) -> None:
-        """Add `amount` under `key` in one of the tallies above."""
-        counts[key] = counts.get(key, 0) + amount
 
 
 class GcPauses:

@@ -114,7 +114,7 @@ class Judge:
         if self.split and shared and record.topic == self.topics.facts:
             # Every member applies recipient and notice facts: they come back to each, this one too, from there.
             out.append((self.topics.shared_facts, record.key, record.value))
-            self.tally.count(self.tally.events_in, (event.kind, event.source.connector))
+            self.tally.events_in[(event.kind, event.source.connector)] += 1
             self._seen.setdefault(event.source.connector, []).append(event.source.sequence)
             return
         skipped = self.state.duplicates
@@ -125,7 +125,7 @@ class Judge:
             return
         self._legs.extend(outcome.legs)
         if record.topic != self.topics.shared_facts:  # counted once, where it came in
-            self.tally.count(self.tally.events_in, (event.kind, event.source.connector))
+            self.tally.events_in[(event.kind, event.source.connector)] += 1
             if self.split:
                 self._seen.setdefault(event.source.connector, []).append(event.source.sequence)
         if outcome.missing:
@@ -151,7 +151,7 @@ class Judge:
         self._emit(outcome, out)
 
     def _gap(self, connector: str, missing: int) -> None:
-        self.tally.count(self.tally.gaps, connector, missing)
+        self.tally.gaps[connector] += missing
         log.warning("connector %s: %d sequence numbers never arrived", connector, missing)
 
     def _emit(self, outcome: Outcome, out: list[Send]) -> None:
@@ -159,7 +159,7 @@ class Judge:
         for decision, payload in zip(outcome.decisions, outcome.payloads, strict=True):
             self._decided(decision, payload, out)
             if decision.supersedes is not None:
-                self.tally.count(self.tally.supersessions, decision.verdict)
+                self.tally.supersessions[decision.verdict] += 1
 
     def take_legs(self) -> list[tuple[int, bytes]]:
         """The leg messages to send since the last call: (partition of the legs topic, value).
@@ -177,13 +177,12 @@ class Judge:
     def _decided(self, decision: Decision, payload: bytes, out: list[Send]) -> None:
         key = decision.subject_ids[0].encode()  # the flow's own key: its first subject
         out.append((self.topics.decisions, key, payload))
-        tally = self.tally
-        tally.count(tally.decisions, decision.verdict)
+        self.tally.decisions[decision.verdict] += 1
         if decision.verdict == "violation":
             # The violations topic is the alert stream: one message per first violation or superseding one.
             out.append((self.topics.violations, key, payload))
             reason = decision.reasons[0] if decision.reasons else "UNSPECIFIED"
-            tally.count(tally.violations, (reason, self._group(decision)))
+            self.tally.violations[(reason, self._group(decision))] += 1
         self._sent_at.append(decision.emitted_at.timestamp())
 
     def _group(self, decision: Decision) -> str:
@@ -196,7 +195,7 @@ class Judge:
     def _dead(self, record: Any, error: str, out: list[Send], stage: str = "validate") -> None:
         letter = dead_letter(record, error, stage)
         out.append((self.topics.dlq, record.key, letter.model_dump_json().encode()))
-        self.tally.count(self.tally.dead_letters, stage)
+        self.tally.dead_letters[stage] += 1
         log.warning("dead letter %s[%s]@%s: %s", record.topic, record.partition, record.offset, error)
 
     def take_tally(self) -> Tally:

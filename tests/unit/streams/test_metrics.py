@@ -47,13 +47,13 @@ def test_a_violation_is_counted_under_its_reason_and_group() -> None:
 
 def test_a_tally_adds_each_of_its_counts_to_its_counter() -> None:
     metrics, tally = WorkerMetrics(), Tally()
-    tally.count(tally.events_in, ("flow", "synclog"), 3)
-    tally.count(tally.events_in, ("consent_given", "client-1"))
-    tally.count(tally.decisions, "violation", 2)
-    tally.count(tally.violations, ("NO_CONSENT", "processor"), 2)
-    tally.count(tally.supersessions, "allowed")
-    tally.count(tally.dead_letters, "evaluate", 4)
-    tally.count(tally.gaps, "mis", 5)
+    tally.events_in[("flow", "synclog")] += 3
+    tally.events_in[("consent_given", "client-1")] += 1
+    tally.decisions["violation"] += 2
+    tally.violations[("NO_CONSENT", "processor")] += 2
+    tally.supersessions["allowed"] += 1
+    tally.dead_letters["evaluate"] += 4
+    tally.gaps["mis"] += 5
     tally.duplicates = 6
     metrics.add(tally)
     metrics.add(tally)
