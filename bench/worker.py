@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from aiokafka import TopicPartition  # noqa: E402
-from kafka.partitioner.default import murmur2  # noqa: E402
 from pipeline import TEMPLATES, Body, FlowWriter, flow_pool, population  # noqa: E402
 
 from schemas.policy import load_policy  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from streams.gcpolicy import FreezeSurvivors  # noqa: E402
+from streams.legs import partition_of  # noqa: E402
 from streams.metrics import WorkerMetrics  # noqa: E402
 from streams.worker import Arrivals, StreamWorker  # noqa: E402
 
@@ -95,13 +95,12 @@ class Idle:
 class Feed:
     """Input records as the flows and facts topics would hold them: keyed, partitioned, numbered."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.topics = settings.topics
+    def __init__(self) -> None:
         self.offsets: dict[tuple[str, int], int] = {}
 
     def record(self, topic: str, key: bytes, value: bytes) -> Record:
         """The next record of `topic` in the partition `key` hashes to."""
-        partition = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+        partition = partition_of(key, PARTITIONS)
         offset = self.offsets.get((topic, partition), 0)
         self.offsets[(topic, partition)] = offset + 1
         return Record(topic, partition, offset, int(time.time() * 1000), key, value)
@@ -141,7 +140,7 @@ async def run(args: argparse.Namespace, freezer: FreezeSurvivors) -> None:
     facts, pool = pool_of(args.mix, args.pupils, args.seed)
     subjects = sum(body.tail.count(b'"id":') for body in pool) / len(pool)
     worker, sent = worker_for(settings, args.batch)
-    feed, writer, pick = Feed(settings), FlowWriter("bench-worker"), random.Random(args.seed + 2)
+    feed, writer, pick = Feed(), FlowWriter("bench-worker"), random.Random(args.seed + 2)
     made = 0
 
     def flows(count: int) -> list[Record]:
