@@ -118,10 +118,12 @@ def _at(where: int) -> tuple[int, int]:
 
 @dataclass
 class Batch:
-    """Rows read from Kafka and not yet in ClickHouse, and the chain heads they reach."""
+    """Rows read from Kafka and not yet in ClickHouse, and the chains they extend (whose heads they reach)."""
 
     rows: dict[str, list[list[object]]] = field(default_factory=lambda: {table: [] for table in TABLES})
-    heads: dict[int, Head] = field(default_factory=dict)
+    chains: dict[int, Chain] = field(default_factory=dict)
+    """Each partition's chain, as the batch's rows leave it: a chain is extended only into the open batch, so its
+    head when the batch is written is the batch's. Taken then rather than after every decision (a `Head` each)."""
     messages: int = 0
     started: float | None = None
 
@@ -280,7 +282,7 @@ class AuditSink:
         rows["disclosures"].extend(decision.disclosures)
         if decision.violation is not None:
             rows["violations"].append(decision.violation)
-        self._batch.heads[partition] = chain.head()
+        self._batch.chains[partition] = chain
 
     def _reject(self, record: Any, raw: str, error: str) -> None:
         self._metrics.rejected.inc()
@@ -377,8 +379,8 @@ class AuditSink:
                 started = time.perf_counter()
                 self._client.insert(table, rows, column_names=list(COLUMNS[table]), settings=INSERT_SETTINGS)
                 timings.append((table, len(rows), time.perf_counter() - started))
-        if self._heads is not None and self._batch.heads:
-            self._heads.publish(list(self._batch.heads.values()))
+        if self._heads is not None and self._batch.chains:
+            self._heads.publish([chain.head() for chain in self._batch.chains.values()])
         # Counted only once the whole batch is in, so a retried batch is never counted twice.
         for table, count, seconds in timings:
             series = self._metrics.table[table]
