@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic_core import PydanticSerializationError, to_json
+
 from sinks.rows import DECISION_COLUMNS
 
 GENESIS = "0" * 64
@@ -34,12 +36,29 @@ def _plain(value: object) -> object:
     return value
 
 
+def canonical_json(values: list[object]) -> bytes:
+    """`json.dumps(values, separators=(",", ":"))` as bytes: the hashed form of a row's plain values.
+
+    The values are strings, integers, None and lists of them (`decisions` has no floating-point column, whose
+    text pydantic and json write differently). pydantic's serialiser writes such a list four times faster than
+    json, and byte for byte as json does whenever its output is ASCII without DEL: both escape `"`, `\\` and the
+    control characters alike, while json also escapes DEL and every non-ASCII character, which pydantic writes
+    as they are. Any other output (and a lone surrogate, which pydantic refuses) is written by json itself.
+    """
+    try:
+        fast: bytes | None = to_json(values)
+    except PydanticSerializationError:
+        fast = None
+    if fast is not None and fast.isascii() and b"\x7f" not in fast:
+        return fast
+    return json.dumps(values, separators=(",", ":")).encode("ascii")
+
+
 def canonical(row: Sequence[object]) -> bytes:
     """The hashed form of a `decisions` row given in `DECISION_COLUMNS` order: a compact ASCII JSON array."""
     if len(row) < len(DECISION_COLUMNS):
         raise ValueError(f"a decisions row has {len(DECISION_COLUMNS)} hashed columns, got {len(row)}")
-    values = [_plain(value) for value in row[: len(DECISION_COLUMNS)]]
-    return json.dumps(values, separators=(",", ":")).encode("ascii")
+    return canonical_json([_plain(value) for value in row[: len(DECISION_COLUMNS)]])
 
 
 def link_hash(prev_hash: str, row: Sequence[object], hashed: bytes | None = None) -> str:

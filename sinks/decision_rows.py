@@ -11,7 +11,6 @@ two paths row for row, hash for hash.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -20,7 +19,7 @@ from pydantic import BaseModel
 from pydantic_core import from_json
 
 from schemas.decisions import Decision, SubjectVerdict
-from sinks.chain import canonical
+from sinks.chain import canonical, canonical_json
 from sinks.rows import decision_row, disclosure_rows, to_millis, violation_row
 
 __all__ = ["FAST_PATH", "DecisionRows", "read_decision", "rows_of"]
@@ -104,8 +103,6 @@ _UTC = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?
 _VERDICTS = {"allowed", "violation"}
 _KINDS = {"pupil", "parent"}
 _MAX_INT = 2**63  # beyond it the worker never writes, and the pydantic path decides
-# What `chain.canonical` serialises with: json.dumps with these separators builds exactly this encoder.
-_CANONICAL = json.JSONEncoder(separators=(",", ":"))
 
 _TIMES: dict[str, tuple[datetime, str]] = {}
 _TIMES_LIMIT = 10_000  # repeats are near one another: within a decision, or a burst of flows
@@ -238,9 +235,9 @@ def read_decision(value: bytes, payload: str, partition: int, offset: int) -> De
         partition,
         offset,
     ]
-    # `chain.canonical(row)`: the same encoder over the same values, each datetime (columns 9-11) already in its
+    # `chain.canonical(row)`: the same serialiser over the same values, each datetime (columns 9-11) already in its
     # hashed form.
-    hashed = _CANONICAL.encode([*row[:9], occurred_text, decided_text, emitted_text, *row[12:]]).encode("ascii")
+    hashed = canonical_json([*row[:9], occurred_text, decided_text, emitted_text, *row[12:]])
     disclosures: list[list[object]] = [
         [
             subject_id,

@@ -6,9 +6,11 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.decisions import Decision, SubjectVerdict
-from sinks.chain import GENESIS, Chain, Head, canonical, link_hash
+from sinks.chain import GENESIS, Chain, Head, canonical, canonical_json, link_hash
 from sinks.rows import (
     DECISION_COLUMNS,
     DISCLOSURE_COLUMNS,
@@ -85,6 +87,30 @@ def test_canonical_form_is_the_same_for_the_row_written_and_the_row_read_back() 
     read = [v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in written]
     assert canonical(written) == canonical(read)
     assert json.loads(canonical(written))[DECISION_COLUMNS.index("occurred_at")] == "2026-03-02T09:30:01.123Z"
+
+
+def _json(values: list[object]) -> bytes:
+    return json.dumps(values, separators=(",", ":")).encode("ascii")
+
+
+# Every code point, lone surrogates included: what json escapes and pydantic writes raw or refuses.
+_ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()))
+_PLAIN = st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**64), _ANY_TEXT, st.text(max_size=40))
+
+
+@given(st.lists(st.one_of(_PLAIN, st.lists(_PLAIN, max_size=4)), max_size=24))
+def test_canonical_json_is_json_dumps_byte_for_byte(values: list[object]) -> None:
+    assert canonical_json(values) == _json(values)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['quote " and backslash \\', "tab\tnewline\nnul\x00 unit separator\x1f", "DEL \x7f", "é — §", "lone \ud800"],
+)
+def test_canonical_json_escapes_what_json_escapes(text: str) -> None:
+    values: list[object] = ["d1", text, [text, "x"], None, 7]
+    assert canonical_json(values) == _json(values)
+    assert canonical_json(values).isascii()
 
 
 @pytest.mark.parametrize("column", DECISION_COLUMNS)
