@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         description="How long the broker may hold the sink's fetch to gather more decisions (0: answer at once)."
         " Fewer, larger fetches cost the sink and the broker less CPU; a batch waits a second for ClickHouse anyway.",
     )
+    sink_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="The sink's CPU nice value (0: the same priority as everything else). On a machine it shares with"
+        " the stream worker, decisions and alerts come first; the audit store is loaded in one-second batches.",
+    )
     sink_rebalance_stall_seconds: float = Field(
         default=20.0,
         gt=0,

@@ -7,6 +7,7 @@ test module gets its own topics, sink group, home and ClickHouse database.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -137,6 +138,11 @@ def trail(
     send(settings, sample, extra_facts=(b'{"kind": "consent_given", "event_id": "half"}',))
     sink = children.sink(settings, settings.home / "sink.log").start()
     try:
+        assert sink.proc is not None
+        # Below the worker's CPU priority (`PUPILFLOW_SINK_NICE`), unless this test already runs lower still.
+        assert os.getpriority(os.PRIO_PROCESS, sink.proc.pid) == max(
+            settings.sink_nice, os.getpriority(os.PRIO_PROCESS, 0)
+        )
         wait_until(lambda: landed(client, sample), timeout=90, what=f"the sample in ClickHouse\n{sink.tail()}")
         wait_until(lambda: count(client, "SELECT count() FROM dead_letters") >= 1, what="the unreadable fact")
     finally:
