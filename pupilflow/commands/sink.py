@@ -32,9 +32,9 @@ def lower_priority(nice: int) -> None:
     """Run the calling thread, and every thread it starts from now on, at CPU nice value `nice` (never higher).
 
     The sink's rows can wait a moment; decisions and alerts should not. On a box shared with the stream worker
-    the sink at 10 gave way to it: in four default `bench/pipeline.py` runs the worker decided 4,723-5,000 of
+    the sink at 10 gave way to it: in five default `bench/pipeline.py` runs the worker decided 4,681-5,000 of
     5,000 flows/s offered (two kept up), against 3,863-4,816 in the four before with the sink at 0, and rows still
-    reached ClickHouse within the 2 s target, if later: p99 1.62-1.90 s against 1.52-1.66 s (docs/streaming.md).
+    reached ClickHouse within the 2 s target, if later: p99 1.58-1.90 s against 1.52-1.66 s (docs/streaming.md).
     Linux applies a nice value to one thread, and threads inherit their creator's. It counts only among processes
     of one scheduler group (a session's autogroup, a service's cgroup): where a process manager gives the sink a
     group of its own, weigh that group instead (systemd's `CPUWeight=`).
