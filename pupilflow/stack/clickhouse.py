@@ -75,6 +75,10 @@ class ClickHouse(Service):
     # every decision in flight waited for them (bench/pipeline.py at 2,000 flows/s on a warm broker: p99 0.4-0.9 s
     # at nice 0, 0.24-0.26 s at 10). Rows still land within the audit store's 2 s: the box has that much to spare.
     nice = 10
+    # At nice 10 its merges still held up the broker: the decision p99's worst seconds at 2,000 flows/s were the
+    # seconds ClickHouse ran at half a core or more, while Kafka's threads waited twice as long for a core. In
+    # the idle class it runs on what the box leaves (docs/streaming.md, "ClickHouse in the idle class").
+    idle = True
 
     @property
     def data_dir(self) -> Path:

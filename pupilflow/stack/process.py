@@ -23,16 +23,22 @@ LOOPBACK = "127.0.0.1"
 _spawned: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def spawn(argv: Sequence[str], *, log_file: Path, cwd: Path | None = None, nice: int = 0) -> int:
+def spawn(argv: Sequence[str], *, log_file: Path, cwd: Path | None = None, nice: int = 0, idle: bool = False) -> int:
     """Start `argv` detached in its own session, stdout and stderr appended to `log_file`; return its pid.
 
     `nice` > 0 lowers its CPU priority: the process's own (through `nice(1)`, so every thread it starts inherits
     it) and its session's scheduler autogroup's. Linux shares the CPU between autogroups before it looks at
     threads' nice values, and each detached session is an autogroup of its own: without the second, a nice
     process still gets as much CPU as everything else put together (measured with ClickHouse merges).
+
+    `idle` runs it in Linux's SCHED_IDLE class (through `chrt(1)`, inherited by every thread it starts): a core
+    the rest of the box wants is given to the rest first, and a core running only idle-class threads counts as
+    free when another thread wakes. Where `chrt` or the class is missing, `nice` alone applies.
     """
     if nice > 0 and (program := shutil.which("nice")) is not None:
         argv = [program, "-n", str(nice), *argv]
+    if idle and hasattr(os, "SCHED_IDLE") and (program := shutil.which("chrt")) is not None:
+        argv = [program, "--idle", "0", *argv]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} pupilflow stack: {' '.join(argv)}\n".encode())

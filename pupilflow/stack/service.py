@@ -22,6 +22,8 @@ class Service(ABC):
     stop_timeout: float = 15.0
     nice: int = 0
     """CPU priority below the rest of the stack (a nice value); 0 for anything decisions wait for."""
+    idle: bool = False
+    """CPU only when nothing else on the box wants it (Linux's SCHED_IDLE); never for what decisions wait for."""
 
     def __init__(self, settings: Settings, layout: Layout) -> None:
         """A service configured by `settings`, keeping its files in `layout`."""
@@ -94,7 +96,7 @@ class Service(ABC):
 
     def launch(self) -> int:
         """Start it detached and record its pid."""
-        pid = spawn(self.argv(), log_file=self.log_file, cwd=self.cwd(), nice=self.nice)
+        pid = spawn(self.argv(), log_file=self.log_file, cwd=self.cwd(), nice=self.nice, idle=self.idle)
         self.pid_file.write(pid)
         return pid
 

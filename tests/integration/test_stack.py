@@ -122,6 +122,22 @@ def test_clickhouse_has_the_dsn_database(first_up: stack.StackReport, settings: 
     assert (status, body.strip()) == (200, "1")
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE") or shutil.which("chrt") is None, reason="Linux's SCHED_IDLE")
+def test_clickhouse_runs_in_the_idle_class_and_kafka_does_not(first_up: stack.StackReport, settings: Settings) -> None:
+    # A query first, so that ClickHouse has started the threads it serves and merges with.
+    status, _ = http(f"http://127.0.0.1:{settings.clickhouse_http_port}/", data=b"SELECT count() FROM numbers(10)")
+    assert status == 200
+
+    def classes(pid: int) -> set[int]:
+        return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+    clickhouse, kafka = first_up.by_name("clickhouse").pid, first_up.by_name("kafka").pid
+    assert clickhouse is not None
+    assert kafka is not None
+    assert classes(clickhouse) == {os.SCHED_IDLE}  # every thread, however late it started
+    assert classes(kafka) == {os.SCHED_OTHER}  # decisions wait for the broker: it keeps the normal class
+
+
 def test_kafka_transactions_commit_and_abort(first_up: stack.StackReport, settings: Settings) -> None:
     topic = f"stack-tx-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

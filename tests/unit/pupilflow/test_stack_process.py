@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -117,6 +118,50 @@ def test_a_nice_process_runs_below_the_rest_and_so_does_its_sessions_autogroup(t
             # A session that never left the boot-time group reads empty: it is the root group, at nice 0.
             ours = Path(f"/proc/{os.getpid()}/autogroup").read_text().split()
             assert not ours or ours[-1] != "7"
+    finally:
+        assert terminate(pid, [marker], timeout=10) == "stopped"
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "SCHED_IDLE") or shutil.which("chrt") is None, reason="Linux's SCHED_IDLE through chrt(1)"
+)
+def test_an_idle_process_and_the_threads_it_starts_run_in_the_idle_class(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker")
+    code = (
+        "import os, threading, time\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0))); t.start(); t.join()\n"
+        "print('class', os.sched_getscheduler(0), seen[0], 'nice', os.nice(0), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    log = tmp_path / "idle.log"
+    pid = spawn([sys.executable, "-c", code, marker], log_file=log, nice=3, idle=True)
+    expected = f"class {os.SCHED_IDLE} {os.SCHED_IDLE} nice 3"
+    try:
+        for _ in range(100):
+            if expected in log.read_text():
+                break
+            time.sleep(0.05)
+        assert expected in log.read_text()  # the process, a thread it started, and the nice value besides
+        assert cmdline(pid)[0] == sys.executable  # `chrt` and `nice` exec'd it: the pid is the program's own
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its own class
+    finally:
+        assert terminate(pid, [marker], timeout=10) == "stopped"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux's scheduling classes")
+def test_a_process_not_asked_to_be_idle_keeps_the_normal_class(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker")
+    code = "import os, time; print('class', os.sched_getscheduler(0), 'nice', os.nice(0), flush=True); time.sleep(60)"
+    log = tmp_path / "normal.log"
+    pid = spawn([sys.executable, "-c", code, marker], log_file=log, nice=3)
+    expected = f"class {os.SCHED_OTHER} nice 3"  # the log's first line holds the code, not its output
+    try:
+        for _ in range(100):
+            if expected in log.read_text():
+                break
+            time.sleep(0.05)
+        assert expected in log.read_text()
     finally:
         assert terminate(pid, [marker], timeout=10) == "stopped"
 
