@@ -22,7 +22,8 @@ return; about 5% violations) from a separate generator process at a fixed offere
    whether it grows (least-squares slope over the second half), the worker's RSS every second.
 
 It also reports the worker's RSS idle, after the pre-load ("state" = the difference) and at peak, and CPU seconds
-per process (worker, sink, generator, collector, Kafka, ClickHouse, everything else on the box) per phase. The
+per process (worker, sink, generator, collector, Kafka, ClickHouse, everything else on the box) per phase, with
+how long each process's threads waited for a core (`waited_seconds`). The
 worker is then killed with SIGKILL and started again (`--no-restart` to skip): how long its restore from the
 changelog took, and its peak RSS meanwhile. The last lines are a table of the acceptance targets with PASS/FAIL.
 Everything it made is dropped at the end unless `--keep`. Other users of the same box (tests running
@@ -511,6 +512,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def waited_seconds(pid: int) -> float:
+    """Seconds a process's live threads have spent runnable but waiting for a core (0 when gone or not kept).
+
+    From `/proc/<pid>/task/<tid>/schedstat` (its second field, in ns): on a full box the time a process waits for a
+    core is what its latency pays, and what its CPU seconds do not show.
+    """
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    total = 0
+    for tid in threads:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def box_cpu_seconds() -> float:
     """Busy CPU seconds of the whole box so far (every core; idle and iowait excluded)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -652,6 +670,8 @@ class PhaseResult:
     lag: list[tuple[float, int]] = field(default_factory=list)
     rss: list[tuple[float, int]] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
+    waited: dict[str, float] = field(default_factory=dict)
+    """Seconds each process waited for a core during the phase."""
     wall_cpu: float = 0.0
     open_flows: float | None = None
 
@@ -750,6 +770,10 @@ class Pipeline:
         found["box"] = box_cpu_seconds()
         return found
 
+    def waited(self) -> dict[str, float]:
+        """Seconds so far each process we know has waited for a core (`waited_seconds`)."""
+        return {name: waited_seconds(pid) for name, pid in self.pids.items()}
+
 
 @dataclass
 class Restart:
@@ -789,7 +813,7 @@ def run_phase(
 
     The worker's RSS is sampled every second, its consumer lag (and the sink's) every 10 s.
     """
-    cpu0, wall0 = pipe.cpu(), time.monotonic()
+    cpu0, waited0, wall0 = pipe.cpu(), pipe.waited(), time.monotonic()
     gc0 = gc_pauses(pipe.worker_metrics())
     txn0 = transactions(pipe.worker_metrics())
     commands.put((phase.tag, phase.rate, phase.seconds))
@@ -837,6 +861,8 @@ def run_phase(
     phase.drained = time.monotonic() - (drain_until or 0.0) + drain_timeout
     cpu1 = pipe.cpu()
     phase.cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+    # Threads that ended during the phase take their counts with them: never below nothing.
+    phase.waited = {k: max(0.0, v - waited0.get(k, 0.0)) for k, v in pipe.waited().items()}
     phase.wall_cpu = time.monotonic() - wall0
     phase.open_flows = metric(pipe.worker_metrics(), "pupilflow_open_flows")
     caught = (
@@ -1185,11 +1211,18 @@ def report(
             )
         cpu = phase.cpu
         known = sum(v for k, v in cpu.items() if k != "box")
-        log(f"CPU seconds over {phase.wall_cpu:.0f}s of wall time (2 cores = {2 * phase.wall_cpu:.0f} core-seconds):")
+        log(
+            f"CPU seconds over {phase.wall_cpu:.0f}s of wall time (2 cores = {2 * phase.wall_cpu:.0f} core-seconds); "
+            "waiting for a core: its threads' time runnable without one, summed, per second of wall time:"
+        )
         members = sorted(k for k in cpu if k.startswith("worker-"))
         for name in ("worker", *members, "sink", "generator", "collector", "bench", "kafka", "clickhouse"):
             if name in cpu:
-                log(f"  {name:<22} {cpu[name]:7.1f}s  {cpu[name] / phase.wall_cpu:5.0%} of a core")
+                waited = phase.waited.get(name)
+                log(
+                    f"  {name:<22} {cpu[name]:7.1f}s  {cpu[name] / phase.wall_cpu:5.0%} of a core"
+                    + ("" if waited is None else f"; waiting for a core {waited / phase.wall_cpu:5.0%}")
+                )
         rest = cpu["box"] - known
         log(f"  {'rest of the box':<22} {rest:7.1f}s  {rest / phase.wall_cpu:5.0%} of a core")
         log(f"  {'whole box':<22} {cpu['box']:7.1f}s  {cpu['box'] / phase.wall_cpu:5.0%} of a core")
