@@ -75,9 +75,10 @@ class ClickHouse(Service):
     # every decision in flight waited for them (bench/pipeline.py at 2,000 flows/s on a warm broker: p99 0.4-0.9 s
     # at nice 0, 0.24-0.26 s at 10). Rows still land within the audit store's 2 s: the box has that much to spare.
     nice = 10
-    # At nice 10 its merges still held up the broker: the decision p99's worst seconds at 2,000 flows/s were the
-    # seconds ClickHouse ran at half a core or more, while Kafka's threads waited twice as long for a core. In
-    # the idle class it runs on what the box leaves (docs/streaming.md, "ClickHouse in the idle class").
+    # At nice 10 its merges still held up the broker: most of the decision p99's worst stalls at 2,000 flows/s fell
+    # in seconds when ClickHouse ran at 40-50% of a core, while Kafka's threads waited for a core twice as long as
+    # otherwise. A thread of the idle class gives up its core at once to any other that wakes there: p99 75.7-130.5 ms
+    # in five runs (three within 100 ms), against 110-161 ms in nine at nice 10 alone ("ClickHouse in the idle class").
     idle = True
 
     @property
