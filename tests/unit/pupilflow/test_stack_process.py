@@ -98,16 +98,21 @@ def test_spawned_process_is_detached_logged_and_terminated(tmp_path: Path) -> No
             os.kill(pid, 9)
 
 
+def wait_for_output(log: Path, text: str) -> None:
+    """Wait up to 5 s for a spawned program to write `text` to its log (the caller asserts it is there)."""
+    for _ in range(100):
+        if text in log.read_text():
+            return
+        time.sleep(0.05)
+
+
 def test_a_nice_process_runs_below_the_rest_and_so_does_its_sessions_autogroup(tmp_path: Path) -> None:
     marker = str(tmp_path / "marker")
     code = "import os, time; print('nice', os.nice(0), flush=True); time.sleep(60)"
     log = tmp_path / "nice.log"
     pid = spawn([sys.executable, "-c", code, marker], log_file=log, nice=7)
     try:
-        for _ in range(100):
-            if "nice 7" in log.read_text():
-                break
-            time.sleep(0.05)
+        wait_for_output(log, "nice 7")
         assert "nice 7" in log.read_text()  # the process itself, so every thread it starts too
         assert cmdline(pid)[0] == sys.executable  # `nice` exec'd it: the pid is the program's own
         assert is_ours(pid, [marker])
@@ -138,10 +143,7 @@ def test_an_idle_process_and_the_threads_it_starts_run_in_the_idle_class(tmp_pat
     pid = spawn([sys.executable, "-c", code, marker], log_file=log, nice=3, idle=True)
     expected = f"class {os.SCHED_IDLE} {os.SCHED_IDLE} nice 3"
     try:
-        for _ in range(100):
-            if expected in log.read_text():
-                break
-            time.sleep(0.05)
+        wait_for_output(log, expected)
         assert expected in log.read_text()  # the process, a thread it started, and the nice value besides
         assert cmdline(pid)[0] == sys.executable  # `chrt` and `nice` exec'd it: the pid is the program's own
         assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its own class
@@ -157,10 +159,7 @@ def test_a_process_not_asked_to_be_idle_keeps_the_normal_class(tmp_path: Path) -
     pid = spawn([sys.executable, "-c", code, marker], log_file=log, nice=3)
     expected = f"class {os.SCHED_OTHER} nice 3"  # the log's first line holds the code, not its output
     try:
-        for _ in range(100):
-            if expected in log.read_text():
-                break
-            time.sleep(0.05)
+        wait_for_output(log, expected)
         assert expected in log.read_text()
     finally:
         assert terminate(pid, [marker], timeout=10) == "stopped"
@@ -185,10 +184,7 @@ def test_terminate_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     log = tmp_path / "stubborn.log"
     pid = spawn([sys.executable, "-c", code, str(tmp_path)], log_file=log)
     try:
-        for _ in range(100):
-            if "IGNORING" in log.read_text():
-                break
-            time.sleep(0.05)
+        wait_for_output(log, "IGNORING")
         assert terminate(pid, [str(tmp_path)], timeout=0.5) == "killed"
     finally:
         if is_alive(pid):
