@@ -37,7 +37,7 @@ def spawn(argv: Sequence[str], *, log_file: Path, cwd: Path | None = None, nice:
     """
     if nice > 0 and (program := shutil.which("nice")) is not None:
         argv = [program, "-n", str(nice), *argv]
-    if idle and hasattr(os, "SCHED_IDLE") and (program := shutil.which("chrt")) is not None:
+    if idle and (program := idle_launcher()) is not None:
         argv = [program, "--idle", "0", *argv]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
@@ -56,6 +56,11 @@ def spawn(argv: Sequence[str], *, log_file: Path, cwd: Path | None = None, nice:
     if nice > 0:
         set_autogroup_nice(proc.pid, nice)
     return proc.pid
+
+
+def idle_launcher() -> str | None:
+    """`chrt(1)`, which `spawn(idle=True)` starts a program through, where Linux's SCHED_IDLE class is there too."""
+    return shutil.which("chrt") if hasattr(os, "SCHED_IDLE") else None
 
 
 def set_autogroup_nice(pid: int, nice: int) -> None:

@@ -24,7 +24,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from pupilflow import stack
 from pupilflow.children import settings_env
-from pupilflow.stack.process import is_alive, port_is_free
+from pupilflow.stack.process import idle_launcher, is_alive, port_is_free
 from pupilflow.stack.web import http
 from schemas.errors import PrerequisiteMissing
 from schemas.settings import Settings
@@ -122,7 +122,7 @@ def test_clickhouse_has_the_dsn_database(first_up: stack.StackReport, settings: 
     assert (status, body.strip()) == (200, "1")
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE") or shutil.which("chrt") is None, reason="Linux's SCHED_IDLE")
+@pytest.mark.skipif(idle_launcher() is None, reason="Linux's SCHED_IDLE through chrt(1)")
 def test_clickhouse_runs_in_the_idle_class_and_kafka_does_not(first_up: stack.StackReport, settings: Settings) -> None:
     # A query first, so that ClickHouse has started the threads it serves and merges with.
     status, _ = http(f"http://127.0.0.1:{settings.clickhouse_http_port}/", data=b"SELECT count() FROM numbers(10)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pupilflow.stack import State, down, select, status
 from pupilflow.stack.process import (
     PidFile,
     cmdline,
+    idle_launcher,
     is_alive,
     is_ours,
     port_is_free,
@@ -127,9 +127,7 @@ def test_a_nice_process_runs_below_the_rest_and_so_does_its_sessions_autogroup(t
         assert terminate(pid, [marker], timeout=10) == "stopped"
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "SCHED_IDLE") or shutil.which("chrt") is None, reason="Linux's SCHED_IDLE through chrt(1)"
-)
+@pytest.mark.skipif(idle_launcher() is None, reason="Linux's SCHED_IDLE through chrt(1)")
 def test_an_idle_process_and_the_threads_it_starts_run_in_the_idle_class(tmp_path: Path) -> None:
     marker = str(tmp_path / "marker")
     code = (
