@@ -173,8 +173,7 @@ class StreamState(Replayer):
         assert current is not None, f"keeping flow {flow_id} that is not open"
         arrived, flow_json, _ = _split(current)
         line = _line(arrived, flow_json, _prior_line(flow_id, prior))
-        subjects = _flow_fields(flow_json)[1] if expires is not None else ()
-        self.flows.replace(flow_id, line, expires, subjects)
+        self.flows.replace(flow_id, line, expires)
         self._dirty[b"f:" + flow_id.encode()] = line  # overrides the flow's line in its `b:` entry
 
     def _expire(self, horizon: int) -> None:
@@ -400,7 +399,7 @@ class _Opener:
         # A flow waiting for a leg judged elsewhere stays open until its first decision (`streams.legs`).
         expires = WAITING if b'"waiting":' in prior_json else max(occurred, arrived) + self._lateness
         if again:
-            self._flows.reopen(flow_id, subjects, line, expires, batch, rewritten=rewritten)
+            self._flows.reopen(flow_id, line, expires, batch, rewritten=rewritten)
             if batch is not None:
                 self._batch_of[flow_id] = batch
             return True

@@ -111,7 +111,7 @@ def test_a_flow_is_found_by_its_id_through_its_digest_whenever_it_was_remembered
     store.remember([digest_of("f-2")])  # after the flush: the row it was written with is kept
     assert [store.line(f, 0) for f in ("f-1", "f-2", "f-3", "f-9")] == [b"one", b"two", b"three", None]
     assert store.stored(["f-1", "f-2", "f-3", "f-9"]) == {"f-1", "f-2", "f-3"}
-    store.replace("f-2", b"two again", expires=60 * H, subjects=["p-1"])
+    store.replace("f-2", b"two again", expires=60 * H)
     assert store.line("f-2", 55 * H) == b"two again"
     store.expire(52 * H)
     assert store.ids() == ["f-2"]
@@ -119,3 +119,39 @@ def test_a_flow_is_found_by_its_id_through_its_digest_whenever_it_was_remembered
     assert store.known([digest_of(f) for f in ("f-1", "f-2", "f-3", "f-9", "f-10")]) == {
         digest_of(f) for f in ("f-1", "f-2", "f-3", "f-9")
     }
+
+
+def test_a_subject_with_more_flows_than_one_query_takes_gets_them_all_in_arrival_order() -> None:
+    store = OpenFlows()
+    ids = [f"f-{n}" for n in range(1_234)]
+    for n, flow_id in enumerate(ids):
+        store.add(flow_id, "sims", ["p-1", f"p-{n % 3 + 2}"], occurred=n, expires=50 * H + n, line=b"x")
+        if n % 400 == 399:
+            store.flush({})
+    assert store.for_subject("p-1", None, 0) == ids  # three written parts and the pending rest
+    assert store.for_subject("p-1", 1_000, 0) == ids[1_000:]
+    assert store.for_subject("p-1", None, 50 * H + 600) == ids[600:]
+    assert store.for_subject("p-2", None, 0) == ids[::3]
+
+
+def test_references_to_expired_flows_are_dropped_and_a_flow_kept_open_longer_is_still_found() -> None:
+    store = OpenFlows()
+    for n in range(100):
+        store.add(f"f-{n}", "sims", [f"p-{n % 5}", "p-all"], occurred=n, expires=10 * H + n, line=b"x")
+    store.flush({})
+    store.replace("f-0", b"kept", expires=100 * H)  # the oldest flow outlives the others
+    assert store.references() == 200
+    store.expire(10 * H + 50)  # f-1 .. f-49 close, after f-0 and before the rest
+    assert len(store) == 51
+    assert store.references() == 102
+    assert store.for_subject("p-all", None, 10 * H + 50) == ["f-0", *(f"f-{n}" for n in range(50, 100))]
+    store.expire(20 * H)  # the rest close but f-0
+    assert store.references() == 2
+    assert store.for_subject("p-0", None, 20 * H) == ["f-0"]
+    assert store.for_subject("p-all", None, 20 * H) == ["f-0"]
+    assert store.for_subject("p-1", None, 20 * H) == []
+    store.add("f-100", "sims", ["p-1"], occurred=20 * H, expires=70 * H, line=b"y")
+    store.flush({})
+    store.expire(100 * H + 1)
+    assert store.ids() == []
+    assert store.references() == 0

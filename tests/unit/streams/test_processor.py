@@ -317,13 +317,17 @@ def test_restore_keeps_the_open_flows_off_the_heap_however_long_the_changelog(
     register: Policy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The worker feeds the changelog as it reads it: each record is a fresh object, gone once taken. Holding the
-    # latest value of every key (the flows' lines) until the end took 864 MiB for 145,000 open flows.
+    # latest value of every key (the flows' lines) until the end took 864 MiB for 145,000 open flows. What stays on
+    # the heap is the index from each pupil to its open flows (`OpenFlows._refs`): here 100 pupils, 60 flows each.
     monkeypatch.setattr(processor, "_RESTORE_FLUSH", 100)
     a = StreamState(register, DAY)
+    # The builders number events from a process-wide counter: where it does not start this test at 0, the
+    # connector's tracker holds every number above the hole (670 KB here), which is not what this test measures.
+    a.tracks_sequences = False
     log: list[Change] = []
     for n in range(60):
         for m in range(100):
-            pupil = f"p-{n}-{m}"
+            pupil = f"p-{m}"
             a.handle(music_flow("2024-06-03T10:00Z", pupil, f"f-{n}-{m}", record_count=1))
         log += a.changes(f"t{n}")
     lines = sum(len(v) for k, v in log if k.startswith(b"b:") and v is not None)
