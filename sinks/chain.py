@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from pydantic_core import PydanticSerializationError, to_json
 
-from sinks.rows import DECISION_COLUMNS
+from sinks.rows import DECISION_COLUMNS, Millis
 
 GENESIS = "0" * 64
 """The `prev_hash` of the first row of every partition's chain."""
@@ -27,6 +27,8 @@ DECISION_ID_INDEX = DECISION_COLUMNS.index("decision_id")
 
 
 def _plain(value: object) -> object:
+    if type(value) is Millis:  # before int: the sink's rows hold their timestamps so
+        return value.hashed()
     if isinstance(value, datetime):
         # ClickHouse hands DateTime64 back without a zone; both sides are UTC and stored to the millisecond.
         utc = value.astimezone(UTC) if value.tzinfo is not None else value

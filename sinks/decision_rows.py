@@ -20,7 +20,7 @@ from pydantic_core import from_json
 
 from schemas.decisions import Decision, SubjectVerdict
 from sinks.chain import canonical, canonical_json
-from sinks.rows import decision_row, disclosure_rows, to_millis, violation_row
+from sinks.rows import Millis, decision_row, disclosure_rows, to_millis, violation_row
 
 __all__ = ["FAST_PATH", "DecisionRows", "read_decision", "rows_of"]
 
@@ -104,11 +104,11 @@ _VERDICTS = {"allowed", "violation"}
 _KINDS = {"pupil", "parent"}
 _MAX_INT = 2**63  # beyond it the worker never writes, and the pydantic path decides
 
-_TIMES: dict[str, tuple[datetime, str]] = {}
+_TIMES: dict[str, tuple[Millis, str]] = {}
 _TIMES_LIMIT = 10_000  # repeats are near one another: within a decision, or a burst of flows
 
 
-def _time(value: object) -> tuple[datetime, str] | None:
+def _time(value: object) -> tuple[Millis, str] | None:
     """A UTC timestamp as the row holds it (cut to the millisecond) and as `chain.canonical` writes it."""
     if type(value) is not str:
         return None
@@ -235,7 +235,7 @@ def read_decision(value: bytes, payload: str, partition: int, offset: int) -> De
         partition,
         offset,
     ]
-    # `chain.canonical(row)`: the same serialiser over the same values, each datetime (columns 9-11) already in its
+    # `chain.canonical(row)`: the same serialiser over the same values, each timestamp (columns 9-11) already in its
     # hashed form.
     hashed = canonical_json([*row[:9], occurred_text, decided_text, emitted_text, *row[12:]])
     disclosures: list[list[object]] = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from schemas.decisions import DeadLetter, Decision
 from schemas.events import AgreementTerminated, Fact, SharingAgreement
@@ -97,9 +97,33 @@ DEAD_LETTER_COLUMNS = (
 )
 
 
-def to_millis(value: datetime) -> datetime:
-    """`value` cut to the millisecond, as DateTime64(3) stores it: a row is hashed exactly as it is stored."""
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+class Millis(int):
+    """A `DateTime64(3, 'UTC')` value as ClickHouse stores it: whole milliseconds since the epoch.
+
+    The sink's rows carry these rather than datetimes: clickhouse-connect writes integers as they are, and worked out
+    each datetime's ticks in Python (about a tenth of the sink's CPU).
+    """
+
+    __slots__ = ()
+
+    def to_datetime(self) -> datetime:
+        """The instant as an aware UTC datetime."""
+        return _EPOCH + self * _MILLISECOND
+
+    def hashed(self) -> str:
+        """`YYYY-MM-DDTHH:MM:SS.mmmZ`: how `sinks.chain.canonical` writes a timestamp."""
+        moment = self.to_datetime()
+        return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def to_millis(value: datetime) -> Millis:
+    """`value` cut to the millisecond, as DateTime64(3) stores it (naive means UTC): hashed exactly as stored."""
+    utc = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return Millis((utc - _EPOCH) // _MILLISECOND)
 
 
 def decision_row(decision: Decision, payload: str, partition: int, offset: int) -> list[object]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -15,8 +15,10 @@ from sinks.rows import (
     DECISION_COLUMNS,
     DISCLOSURE_COLUMNS,
     VIOLATION_COLUMNS,
+    Millis,
     decision_row,
     disclosure_rows,
+    to_millis,
     violation_row,
 )
 
@@ -54,8 +56,29 @@ def test_decision_row_is_stored_to_the_millisecond() -> None:
     row = decision_row(decision(), "{}", 3, 17)
     assert len(row) == len(DECISION_COLUMNS)
     occurred = row[DECISION_COLUMNS.index("occurred_at")]
-    assert occurred == T0.replace(microsecond=123000)
+    assert isinstance(occurred, Millis)
+    assert occurred.to_datetime() == T0.replace(microsecond=123000)
     assert row[-2:] == [3, 17]
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2299, 12, 31),
+        timezones=st.one_of(st.none(), st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))),
+    )
+)
+def test_a_timestamp_is_stored_as_its_milliseconds_and_hashed_as_the_instant_it_is(moment: datetime) -> None:
+    utc = moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    cut = utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+    stored = to_millis(moment)
+    since = cut - datetime(1970, 1, 1, tzinfo=UTC)
+    assert stored == since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
+    assert stored.to_datetime() == cut
+    # As `verify` reads it back: ClickHouse returns DateTime64 naive, in UTC.
+    assert canonical_json([stored.hashed()]) == canonical_json(
+        [f"{cut:%Y-%m-%dT%H:%M:%S}.{cut.microsecond // 1000:03d}Z"]
+    )
 
 
 def test_disclosures_carry_each_subjects_own_verdict() -> None:
@@ -83,8 +106,9 @@ def test_only_violations_have_a_violation_row() -> None:
 
 def test_canonical_form_is_the_same_for_the_row_written_and_the_row_read_back() -> None:
     written = decision_row(decision(), '{"x": "é"}', 0, 5)
-    # ClickHouse returns DateTime64 without a zone, arrays as lists and strings as str.
-    read = [v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in written]
+    # ClickHouse returns DateTime64 as datetimes without a zone, arrays as lists and strings as str.
+    read = [v.to_datetime().replace(tzinfo=None) if isinstance(v, Millis) else v for v in written]
+    assert [type(v) for v in read].count(datetime) == 3
     assert canonical(written) == canonical(read)
     assert json.loads(canonical(written))[DECISION_COLUMNS.index("occurred_at")] == "2026-03-02T09:30:01.123Z"
 
@@ -119,14 +143,14 @@ def test_changing_any_column_changes_the_hash(column: str) -> None:
     i = DECISION_COLUMNS.index(column)
     changed = list(row)
     value = changed[i]
-    if isinstance(value, str):
+    if isinstance(value, Millis):
+        changed[i] = Millis(value + 1)
+    elif isinstance(value, str):
         changed[i] = value + "x"
     elif isinstance(value, int):
         changed[i] = value + 1
     elif isinstance(value, list):
         changed[i] = [*value, "x"]
-    elif isinstance(value, datetime):
-        changed[i] = value.replace(year=2025)
     else:
         changed[i] = "x"
     assert link_hash(GENESIS, changed) != link_hash(GENESIS, row)
