@@ -27,7 +27,7 @@ DECISION_ID_INDEX = DECISION_COLUMNS.index("decision_id")
 
 
 def _plain(value: object) -> object:
-    if type(value) is Millis:  # before int: the sink's rows hold their timestamps so
+    if type(value) is Millis:  # the sink's rows hold timestamps so; an int, so it is told apart first
         return value.hashed()
     if isinstance(value, datetime):
         # ClickHouse hands DateTime64 back without a zone; both sides are UTC and stored to the millisecond.

@@ -105,7 +105,7 @@ class Millis(int):
     """A `DateTime64(3, 'UTC')` value as ClickHouse stores it: whole milliseconds since the epoch.
 
     The sink's rows carry these rather than datetimes: clickhouse-connect writes integers as they are, and worked out
-    each datetime's ticks in Python (about a tenth of the sink's CPU).
+    each datetime's ticks in Python (about 4 us of the sink's 70-75 us a decision).
     """
 
     __slots__ = ()
