@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from pydantic_core import PydanticSerializationError, to_json
 
-from sinks.rows import DECISION_COLUMNS, Millis
+from sinks.rows import DECISION_COLUMNS, Millis, hashed_time
 
 GENESIS = "0" * 64
 """The `prev_hash` of the first row of every partition's chain."""
@@ -31,8 +31,7 @@ def _plain(value: object) -> object:
         return value.hashed()
     if isinstance(value, datetime):
         # ClickHouse hands DateTime64 back without a zone; both sides are UTC and stored to the millisecond.
-        utc = value.astimezone(UTC) if value.tzinfo is not None else value
-        return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+        return hashed_time(value.astimezone(UTC) if value.tzinfo is not None else value)
     if isinstance(value, tuple):
         return list(value)
     return value

@@ -115,9 +115,13 @@ class Millis(int):
         return _EPOCH + self * _MILLISECOND
 
     def hashed(self) -> str:
-        """`YYYY-MM-DDTHH:MM:SS.mmmZ`: how `sinks.chain.canonical` writes a timestamp."""
-        moment = self.to_datetime()
-        return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+        """The instant as `sinks.chain.canonical` writes a timestamp (`hashed_time`)."""
+        return hashed_time(self.to_datetime())
+
+
+def hashed_time(utc: datetime) -> str:
+    """A UTC instant as the hash chain covers it: `YYYY-MM-DDTHH:MM:SS.mmmZ`, cut to the millisecond."""
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def to_millis(value: datetime) -> Millis:
