@@ -627,6 +627,20 @@ def percentiles(values: np.ndarray[Any, Any]) -> dict[str, float]:
     return {"p50": float(p50), "p99": float(p99), "p99.9": float(p999), "max": float(values.max())}
 
 
+def longest_gaps(times: np.ndarray[Any, Any], top: int = 3) -> list[tuple[float, float]]:
+    """The `top` longest gaps between consecutive times (seconds): (gap in ms, time it ended), longest first.
+
+    Applied to the decisions' record timestamps, set as the worker starts each transaction: a long gap is a
+    stretch in which the worker started none, stalled or waiting on the one before. One such stall can set a
+    phase's p99 (docs/streaming.md, "The broker's collector").
+    """
+    ordered = np.unique(times)
+    if len(ordered) < 2:
+        return []
+    gaps = np.diff(ordered)
+    return [(float(gaps[i]) * 1000, float(ordered[i + 1])) for i in np.argsort(-gaps, kind="stable")[:top]]
+
+
 def slope(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of y over x (0 for fewer than two points)."""
     if len(points) < 2:
@@ -1165,6 +1179,12 @@ def report(
             f"decision latency, emitted_at -> record timestamp: p50 {k['p50']:7.1f} ms  p99 {k['p99']:7.1f} ms  "
             f"p99.9 {k['p99.9']:7.1f} ms  max {k['max']:7.1f} ms"
         )
+        gaps = longest_gaps(stamped[mine])
+        if gaps:
+            log(
+                "longest gaps between the worker's transactions (record timestamps): "
+                + ", ".join(f"{ms:.0f} ms to +{end - phase.start:.1f}s" for ms, end in gaps)
+            )
         run_tag = f"{pipe.run}-{phase.tag}-%"
         rows = client.query(
             "SELECT count(), quantiles(0.5, 0.99)(dateDiff('millisecond', emitted_at, inserted_at)),"
