@@ -347,13 +347,19 @@ def generator_main(
     abort: Any,
     compression: str | None = None,
     burst_ms: float = 5.0,
+    nice: int = 0,
 ) -> None:
     """The load generator process: build the pool, then run each phase it is sent at its offered rate.
 
     A phase ends early when `abort` is set (the worker outgrew the memory the benchmark allows it). It stands in
     for connectors on machines of their own, so it sends through aiokafka's batch API, the cheapest client here:
-    what it costs this box's CPU is taken from the pipeline being measured.
+    what it costs this box's CPU is taken from the pipeline being measured. At CPU nice value `nice` it also
+    waits for a core behind the pipeline, as a connector elsewhere would not compete for one at all; its flows
+    are stamped before they wait, so that wait counts against the decision latency measured.
     """
+    if nice:
+        # Before any thread starts: Linux sets a nice value per thread, and new threads inherit the creator's.
+        os.nice(nice)
     pop, _ = population(pupils, seed)
     pool = flow_pool(pop, 20_000, seed + 1)
     results.put(("ready", len(pool)))
@@ -936,6 +942,13 @@ def main() -> int:
         help="the load generator sends what is due at most every this many ms (a connector's send batch)",
     )
     parser.add_argument(
+        "--generator-nice",
+        type=int,
+        default=0,
+        help="CPU nice value of the load generator (connectors on machines of their own would not compete for"
+        " this box's cores); 10 made no difference worth keeping (docs/streaming.md)",
+    )
+    parser.add_argument(
         "--compression",
         choices=("none", "gzip"),
         default="none",
@@ -1044,6 +1057,7 @@ def main() -> int:
                 pipe.abort,
                 None if args.compression == "none" else args.compression,
                 args.burst_ms,
+                args.generator_nice,
             ),
             daemon=True,
         )
@@ -1051,7 +1065,10 @@ def main() -> int:
         pipe.pids["collector"], pipe.pids["generator"] = collector.pid, generator.pid
         message = results.get(timeout=300)
         ready.wait(60)
-        log(f"generator ready with {message[1]:,} pre-serialised flows; collector reading decisions")
+        log(
+            f"generator ready with {message[1]:,} pre-serialised flows (nice {args.generator_nice}); "
+            "collector reading decisions"
+        )
 
         phases = [
             PhaseResult("latency", "L", args.latency_rate, args.latency_seconds),

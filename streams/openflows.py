@@ -130,13 +130,17 @@ class OpenFlows:
         line: bytes,
         *,
         rewritten: bool = False,
+        digest: bytes | None = None,
     ) -> None:
-        """Keep a flow open until `expires` (us), findable by its recipient and by each of its subjects."""
+        """Keep a flow open until `expires` (us), findable by its recipient and by each of its subjects.
+
+        `digest` is `digest_of(flow_id)` where the caller has it already.
+        """
         self._seq += 1
         unique = tuple(dict.fromkeys(subjects))
-        self._pending[flow_id] = _Pending(
-            self._seq, recipient, unique, occurred, expires, line, digest_of(flow_id), rewritten
-        )
+        if digest is None:
+            digest = digest_of(flow_id)
+        self._pending[flow_id] = _Pending(self._seq, recipient, unique, occurred, expires, line, digest, rewritten)
         for subject in unique:
             self._pending_by_subject.setdefault(subject, []).append(flow_id)
         self._pending_by_recipient.setdefault(recipient, []).append(flow_id)

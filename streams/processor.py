@@ -82,6 +82,8 @@ class StreamState(Replayer):
         self._opened = b""  # the JSON of the decision `_open` last rendered
         self._new_ids: list[bytes] = []  # digests of the flow ids first seen in this transaction
         self._checked: set[bytes] = set()  # digests looked up in this transaction, and those found
+        # This transaction's flow-id digests by id: `prefetch`, `is_duplicate` and `OpenFlows.add` each need one.
+        self._digests: dict[str, bytes] = {}
         self._known: set[bytes] = set()
         self._moved: set[str] = set()  # connectors whose sequence tracker changed since the last `changes()`
         self._watermark_moved = False
@@ -101,7 +103,9 @@ class StreamState(Replayer):
         """
         if not isinstance(event, DataFlow):
             return False
-        digest = digest_of(event.event_id)
+        digest = self._digests.get(event.event_id)
+        if digest is None:
+            digest = self._digests[event.event_id] = digest_of(event.event_id)
         if digest not in self._checked:
             self._known |= self.flows.known([digest])
             self._checked.add(digest)
@@ -118,7 +122,13 @@ class StreamState(Replayer):
 
     def prefetch(self, flow_ids: Iterable[str]) -> None:
         """Look up in one query which of a batch's flow ids were judged before (else it is one query a flow)."""
-        digests = [digest_of(flow_id) for flow_id in flow_ids]
+        known = self._digests
+        digests = []
+        for flow_id in flow_ids:
+            digest = known.get(flow_id)
+            if digest is None:
+                digest = known[flow_id] = digest_of(flow_id)
+            digests.append(digest)
         self._known |= self.flows.known(d for d in digests if d not in self._checked)
         self._checked.update(digests)
 
@@ -160,13 +170,15 @@ class StreamState(Replayer):
         self._opened = decision.to_json_bytes()
         line = self._fresh[flow.event_id] = _line(to_us(now), flow_json, _prior_json(decision))
         subjects = (s.id for s in flow.subjects)
-        self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line)
+        digest = self._digests.get(flow.event_id)
+        self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line, digest=digest)
 
     def _open_as(self, flow: DataFlow, prior: Prior, now: datetime, expires: int) -> None:
         flow_json = self._raw if self._raw is not None else flow.model_dump_json().encode()
         line = self._fresh[flow.event_id] = _line(to_us(now), flow_json, _prior_line(flow.event_id, prior))
         subjects = (s.id for s in flow.subjects)
-        self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line)
+        digest = self._digests.get(flow.event_id)
+        self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line, digest=digest)
 
     def _keep(self, flow_id: str, prior: Prior, expires: int | None = None) -> None:
         current = self.flows.line(flow_id, NEVER)
@@ -229,6 +241,7 @@ class StreamState(Replayer):
         self._moved.clear()
         self._checked.clear()
         self._known.clear()
+        self._digests.clear()
         self.flows.commit()
         out = list(self._dirty.items())
         self._dirty.clear()

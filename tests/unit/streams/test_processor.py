@@ -19,6 +19,7 @@ from schemas.events import DataFlow, Event
 from schemas.policy import Policy
 from streams import processor
 from streams.builders import agreement, born, consent, enrolled, flow, withdrawal
+from streams.openflows import NEVER, digest_of
 from streams.processor import Change, StreamState
 from streams.replay import Rejected, parse_lines, replay_lines
 from streams.sequences import SequenceTracker
@@ -429,6 +430,28 @@ def test_a_state_restored_without_the_digests_would_judge_the_flow_again(registe
 
 
 # --- is_duplicate ------------------------------------------------------------------------------------------
+
+
+def test_prefetched_flows_are_judged_once_and_found_by_id_in_later_transactions(register: Policy) -> None:
+    # The worker's path: a batch's ids are looked up first, and each digest is reused by the judging and the store.
+    state = StreamState(register, DAY)
+    one, two = music_flow("2024-06-03T10:00Z", "p-1", "f-1"), music_flow("2024-06-03T10:05Z", "p-2", "f-2")
+    state.prefetch(["f-1", "f-2", "f-1"])
+    assert len(state.handle(one).decisions) == 1
+    assert state.handle(one).decisions == [], "a second copy in the same transaction"
+    assert len(state.handle(two).decisions) == 1
+    digests = b"".join(value or b"" for key, value in state.changes("t1") if key.startswith(b"d:"))
+    assert digests == digest_of("f-1") + digest_of("f-2")
+    state.prefetch(["f-2", "f-3"])
+    assert state.handle(two).decisions == [], "judged in the transaction before"
+    assert state.open_flow("f-2") == two
+    with pytest.raises(ValueError, match="f-1"):
+        state.handle(music_flow("2024-06-03T11:00Z", "p-1", "f-1"))
+    three = music_flow("2024-06-03T10:10Z", "p-3", "f-3")
+    assert len(state.handle(three).decisions) == 1
+    state.changes("t2")
+    assert state.open_flow("f-3") == three
+    assert state.flows.for_subject("p-3", None, NEVER) == ["f-3"]
 
 
 def test_an_event_id_reused_with_a_different_payload_inside_the_window_is_refused(register: Policy) -> None:
