@@ -81,10 +81,9 @@ class StreamState(Replayer):
         self._raw: bytes | None = None
         self._opened = b""  # the JSON of the decision `_open` last rendered
         self._new_ids: list[bytes] = []  # digests of the flow ids first seen in this transaction
-        self._checked: set[bytes] = set()  # digests looked up in this transaction, and those found
-        # This transaction's flow-id digests by id: `prefetch`, `is_duplicate` and `OpenFlows.add` each need one.
+        # The flow ids looked up in this transaction, with their digests (`OpenFlows.add` needs one too).
         self._digests: dict[str, bytes] = {}
-        self._known: set[bytes] = set()
+        self._known: set[bytes] = set()  # the digests among them judged before
         self._moved: set[str] = set()  # connectors whose sequence tracker changed since the last `changes()`
         self._watermark_moved = False
         self.tracks_sequences = True
@@ -106,9 +105,7 @@ class StreamState(Replayer):
         digest = self._digests.get(event.event_id)
         if digest is None:
             digest = self._digests[event.event_id] = digest_of(event.event_id)
-        if digest not in self._checked:
             self._known |= self.flows.known([digest])
-            self._checked.add(digest)
         if digest not in self._known:
             self._known.add(digest)  # a second copy in the same transaction is a duplicate too
             self._new_ids.append(digest)
@@ -122,15 +119,10 @@ class StreamState(Replayer):
 
     def prefetch(self, flow_ids: Iterable[str]) -> None:
         """Look up in one query which of a batch's flow ids were judged before (else it is one query a flow)."""
-        known = self._digests
-        digests = []
-        for flow_id in flow_ids:
-            digest = known.get(flow_id)
-            if digest is None:
-                digest = known[flow_id] = digest_of(flow_id)
-            digests.append(digest)
-        self._known |= self.flows.known(d for d in digests if d not in self._checked)
-        self._checked.update(digests)
+        looked_up = self._digests
+        fresh = {flow_id: digest_of(flow_id) for flow_id in flow_ids if flow_id not in looked_up}
+        looked_up.update(fresh)
+        self._known |= self.flows.known(fresh.values())
 
     def handle(self, event: Event, raw: bytes | None = None) -> Outcome:
         """Apply one valid event (`raw`: its JSON as received); the decisions to send, changes kept for `changes()`."""
@@ -239,9 +231,8 @@ class StreamState(Replayer):
         for connector in self._moved:
             self._dirty[b"q:" + connector.encode()] = self.sequences[connector].to_bytes()
         self._moved.clear()
-        self._checked.clear()
-        self._known.clear()
         self._digests.clear()
+        self._known.clear()
         self.flows.commit()
         out = list(self._dirty.items())
         self._dirty.clear()
