@@ -161,13 +161,15 @@ class StreamState(Replayer):
         flow_json = self._raw if self._raw is not None else flow.model_dump_json().encode()
         self._opened = decision.to_json_bytes()
         line = self._fresh[flow.event_id] = _line(to_us(now), flow_json, _prior_json(decision))
-        subjects = (s.id for s in flow.subjects)
-        digest = self._digests.get(flow.event_id)
-        self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line, digest=digest)
+        self._add_open(flow, expires, line)
 
     def _open_as(self, flow: DataFlow, prior: Prior, now: datetime, expires: int) -> None:
         flow_json = self._raw if self._raw is not None else flow.model_dump_json().encode()
         line = self._fresh[flow.event_id] = _line(to_us(now), flow_json, _prior_line(flow.event_id, prior))
+        self._add_open(flow, expires, line)
+
+    def _add_open(self, flow: DataFlow, expires: int, line: bytes) -> None:
+        """Keep a newly judged flow open in the store, with the digest its id was looked up by."""
         subjects = (s.id for s in flow.subjects)
         digest = self._digests.get(flow.event_id)
         self.flows.add(flow.event_id, flow.recipient, subjects, to_us(flow.occurred_at), expires, line, digest=digest)
