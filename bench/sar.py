@@ -14,9 +14,10 @@ own (`--database`, default `pupilflow_bench`; never the pipeline's), where it:
 2. asks "every disclosure of pupil X, newest first, with recipient, categories, purpose, verdict and
    explanation" for random pupils through clickhouse-connect, as a parameterised query, after a warm-up, in
    four forms interleaved: with `FINAL` (the reference), `FINAL` with `optimize_read_in_order = 0` (no reverse
-   in-order read), without `FINAL` (shows re-delivered duplicates) and `LIMIT 1 BY decision_id` (deduplicated
-   in the query). Prints p50/p95/p99/max client-side latency, rows per answer, the rows ClickHouse read,
-   whether each form returns exactly the `FINAL` answer, and PASS/FAIL against the 100 ms p95 target.
+   in-order read; the query docs/audit-store.md gives), without `FINAL` (shows re-delivered duplicates) and
+   `LIMIT 1 BY decision_id` (deduplicated in the query). Prints p50/p95/p99/max client-side latency, rows per
+   answer, the rows ClickHouse read, whether each form returns exactly the `FINAL` answer, and PASS/FAIL against
+   the 100 ms p95 target.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ QUERIES = {
     ),
 }
 """The SAR query in the forms compared; `FINAL` is the reference answer."""
+
+DOCUMENTED = "FINAL, sort"
+"""The form docs/audit-store.md gives auditors: the one the 100 ms p95 target is for."""
 
 # Relative frequency of a grant's flows: the daily syncs and suppliers dominate a school's disclosures.
 _PURPOSE_WEIGHT = {
@@ -349,6 +353,7 @@ def answer(client: Any, form: str, subject: str) -> tuple[float, list[tuple[Any,
 def measure(client: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     """Warm up, then query random pupils in every form, interleaved; prints a line per form."""
     rng = random.Random(args.seed + 1)
+    print(f"warming up: {args.warmup} rounds of the {len(QUERIES)} forms", flush=True)
     for _ in range(args.warmup):
         for form in QUERIES:
             answer(client, form, pupil_id(rng.randrange(args.pupils)))
@@ -356,7 +361,10 @@ def measure(client: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     returned: dict[str, list[int]] = {form: [] for form in QUERIES}
     read: dict[str, list[int]] = {form: [] for form in QUERIES}
     differs: dict[str, int] = dict.fromkeys(QUERIES, 0)
-    for _ in range(args.queries):
+    started = time.perf_counter()
+    # While background merges are still at work an answer can take a second or more: show the run is moving.
+    every = max(1, args.queries // 10)
+    for done in range(1, args.queries + 1):
         subject = pupil_id(rng.randrange(args.pupils))
         forms = list(QUERIES)
         rng.shuffle(forms)  # the same pupil in every form, in random order, so caches favour none
@@ -369,6 +377,8 @@ def measure(client: Any, args: argparse.Namespace) -> dict[str, list[float]]:
             answers[form] = sorted((str(r[7]), r[8]) for r in rows)
         for form in QUERIES:
             differs[form] += answers[form] != answers["FINAL"]
+        if done % every == 0 and done < args.queries:
+            print(f"  {done:>6,} of {args.queries:,} pupils asked, {time.perf_counter() - started:,.0f} s", flush=True)
     print(f"{args.queries:,} SAR queries per form for random pupils (after {args.warmup} warm-up rounds):")
     for form in QUERIES:
         values = latencies[form]
@@ -379,6 +389,7 @@ def measure(client: Any, args: argparse.Namespace) -> dict[str, list[float]]:
             f"{statistics.fmean(returned[form]):5.1f} rows/answer, read {statistics.fmean(read[form]):8,.0f} rows | "
             f"answer differs from FINAL for {differs[form]} pupils | "
             f"{'PASS' if p95 <= TARGET_P95_MS else 'FAIL'} (p95 <= {TARGET_P95_MS:.0f} ms)"
+            f"{'  <- the documented query' if form == DOCUMENTED else ''}"
         )
     return latencies
 
