@@ -98,6 +98,17 @@ def test_spawned_process_is_detached_logged_and_terminated(tmp_path: Path) -> No
             os.kill(pid, 9)
 
 
+def test_a_spawned_child_is_reaped_when_it_is_seen_gone(tmp_path: Path) -> None:
+    # Polled without a pause, as `wait_gone` does between its sleeps: the child exits at some point between two
+    # looks, and once `is_alive` says it is gone it must not be left a zombie (nothing else would reap it).
+    for n in range(10):
+        pid = spawn([sys.executable, "-c", "pass", str(tmp_path)], log_file=tmp_path / f"short-{n}.log")
+        deadline = time.monotonic() + 30
+        while is_alive(pid):
+            assert time.monotonic() < deadline, "the child did not exit"
+        assert not Path(f"/proc/{pid}").exists(), f"child {pid} left a zombie"
+
+
 def wait_for_output(log: Path, text: str) -> None:
     """Wait up to 5 s for a spawned program to write `text` to its log (the caller asserts it is there)."""
     for _ in range(100):
