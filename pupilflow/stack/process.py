@@ -98,15 +98,18 @@ def is_alive(pid: int) -> bool:
             return True
         del _spawned[pid]
         return False
-    # A child started by this process in some other way is reaped here; harmless when it is not our child.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     # The state letter follows the parenthesised command name, which may itself contain spaces.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    if stat.rsplit(")", 1)[-1].split()[0] != "Z":
+        return True
+    # Looked at before reaping, for the same reason as above. A zombie this process started some other way is reaped
+    # here; waiting is harmless when it is not our child.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    return False
 
 
 def wait_gone(pid: int, timeout: float) -> bool:

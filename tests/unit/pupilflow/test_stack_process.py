@@ -109,6 +109,16 @@ def test_a_spawned_child_is_reaped_when_it_is_seen_gone(tmp_path: Path) -> None:
         assert not Path(f"/proc/{pid}").exists(), f"child {pid} left a zombie"
 
 
+def test_a_child_started_some_other_way_is_reaped_when_it_is_seen_gone() -> None:
+    # No Popen holds it: only /proc and waitpid say how it is, and the same race applies between the two.
+    for _ in range(10):
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "pass"], dict(os.environ))
+        deadline = time.monotonic() + 30
+        while is_alive(pid):
+            assert time.monotonic() < deadline, "the child did not exit"
+        assert not Path(f"/proc/{pid}").exists(), f"child {pid} left a zombie"
+
+
 def wait_for_output(log: Path, text: str) -> None:
     """Wait up to 5 s for a spawned program to write `text` to its log (the caller asserts it is there)."""
     for _ in range(100):
